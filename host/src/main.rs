@@ -1,1 +1,152 @@
-fn main() {}
+//! `weft`: the command line. Parses flags, sets up logging, and runs the chosen command.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use weft_host::{
+    app::{App, AppOptions},
+    config::model::DurationSpec,
+    demo,
+};
+
+/// weft: a WebAssembly-extensible programmable proxy.
+#[derive(Parser)]
+#[command(name = "weft", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a proxy from local YAML resources; reload on file change and on SIGHUP, drain on SIGTERM.
+    Proxy(ProxyArgs),
+    /// Quick start: a demo upstream and a proxy in front of it, on embedded defaults.
+    Up(UpArgs),
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// YAML file of Listener, Cluster, FilterChain and Plugin resources.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Address of the admin server (/ready, /stats/prometheus, /config_dump, /clusters, /listeners).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
+    admin: SocketAddr,
+    /// How long SIGTERM waits for in-flight requests before closing connections.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// How often the config and certificate files are checked for changes.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    watch_interval: Duration,
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Address the proxy listens on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address of the admin server.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
+    admin: SocketAddr,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    text.parse::<DurationSpec>().map(|d| d.0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("weft: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Proxy(args) => proxy(args).await,
+            Command::Up(args) => up(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let options = AppOptions {
+        config_path: args.config,
+        admin: Some(args.admin),
+        drain_timeout: args.drain_timeout,
+        watch_interval: args.watch_interval,
+    };
+    run(options).await
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let upstream = demo::spawn("127.0.0.1:0".parse()?)
+        .await
+        .context("cannot start the demo upstream")?;
+    let dir = std::env::temp_dir().join(format!("weft-up-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let config_path = dir.join("weft.yaml");
+    let config = format!(
+        "apiVersion: weft/v1\nkind: Cluster\nmetadata: {{name: demo}}\nspec:\n  endpoints: [\"{upstream}\"]\n---\n\
+         apiVersion: weft/v1\nkind: Listener\nmetadata: {{name: public}}\nspec:\n  address: {}\n  defaultCluster: demo\n",
+        args.listen
+    );
+    std::fs::write(&config_path, config)
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    println!("weft is up:");
+    println!(
+        "  proxy     http://{}/  (try: curl -s http://{}/hello)",
+        args.listen, args.listen
+    );
+    println!("  admin     http://{}/stats/prometheus", args.admin);
+    println!("  upstream  http://{upstream}/  (demo service)");
+    println!("  config    {}", config_path.display());
+    let mut options = AppOptions::new(config_path);
+    options.admin = Some(args.admin);
+    let result = run(options).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Runs the proxy until SIGTERM or Ctrl-C, reloading on SIGHUP.
+async fn run(options: AppOptions) -> anyhow::Result<()> {
+    let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let app = App::start(options).await?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading configuration");
+                let _ = app.reload().await;
+            }
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!("draining");
+    app.drain().await;
+    Ok(())
+}

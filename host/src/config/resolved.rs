@@ -10,6 +10,7 @@ pub use super::model::{EndpointSpec, FailStrategy, LoadBalancerKind, UpstreamPro
 
 /// A whole validated configuration, swapped in as one unit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Config {
     /// Listeners by name.
     pub listeners: BTreeMap<Arc<str>, Arc<ListenerConfig>>,
@@ -23,6 +24,7 @@ pub struct Config {
 
 /// A resolved `Listener`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ListenerConfig {
     /// Resource name.
     pub name: Arc<str>,
@@ -40,6 +42,7 @@ pub struct ListenerConfig {
 
 /// Downstream TLS files, absolute.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ServerTlsConfig {
     /// Certificate chain PEM.
     pub certificate: PathBuf,
@@ -51,14 +54,17 @@ pub struct ServerTlsConfig {
 
 /// Downstream limits of a listener.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Limits {
     /// Largest request header block, bytes.
     pub max_request_headers_bytes: usize,
     /// Most request headers.
     pub max_request_headers: usize,
     /// Deadline for a request's headers.
+    #[serde(serialize_with = "as_duration_text")]
     pub header_read_timeout: Duration,
     /// Idle connection timeout.
+    #[serde(serialize_with = "as_duration_text")]
     pub idle_timeout: Duration,
     /// Most concurrent connections.
     pub max_connections: usize,
@@ -66,6 +72,7 @@ pub struct Limits {
 
 /// A resolved `Cluster`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ClusterConfig {
     /// Resource name.
     pub name: Arc<str>,
@@ -76,8 +83,10 @@ pub struct ClusterConfig {
     /// Upstream protocol.
     pub protocol: UpstreamProtocol,
     /// TCP + TLS connect deadline.
+    #[serde(serialize_with = "as_duration_text")]
     pub connect_timeout: Duration,
     /// Deadline for the response headers.
+    #[serde(serialize_with = "as_duration_text")]
     pub request_timeout: Duration,
     /// Connect-failure retries on other endpoints.
     pub retries: u32,
@@ -91,15 +100,18 @@ pub struct ClusterConfig {
 
 /// Outlier ejection parameters.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Outlier {
     /// Consecutive failures that eject.
     pub consecutive_failures: u32,
     /// How long an ejection lasts.
+    #[serde(serialize_with = "as_duration_text")]
     pub ejection_time: Duration,
 }
 
 /// Upstream TLS files, absolute.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ClientTlsConfig {
     /// CA bundle for verifying the upstream.
     pub ca: PathBuf,
@@ -113,6 +125,7 @@ pub struct ClientTlsConfig {
 
 /// A resolved `FilterChain`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FilterChainConfig {
     /// Resource name.
     pub name: Arc<str>,
@@ -122,6 +135,7 @@ pub struct FilterChainConfig {
 
 /// One filter instance of a chain.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FilterConfig {
     /// The `Plugin` it runs.
     pub plugin: Arc<str>,
@@ -135,6 +149,7 @@ pub struct FilterConfig {
 
 /// A resolved `Plugin`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PluginConfig {
     /// Resource name.
     pub name: Arc<str>,
@@ -159,4 +174,17 @@ pub enum PluginSource {
         /// Version; `None` follows the newest.
         version: Option<String>,
     },
+}
+
+/// Durations in `/config_dump` read as they are written in YAML: `250ms`, `1.5s`.
+fn as_duration_text<S: serde::Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let millis = duration.as_secs_f64() * 1000.0;
+    if millis < 1000.0 {
+        serializer.collect_str(&format_args!("{millis}ms"))
+    } else {
+        serializer.collect_str(&format_args!("{}s", duration.as_secs_f64()))
+    }
 }

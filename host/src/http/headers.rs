@@ -1,0 +1,195 @@
+//! Header rewriting at the proxy boundary: hop-by-hop headers removed both ways (RFC 9110
+//! §7.6.1), `x-forwarded-for` / `x-forwarded-proto` / `x-request-id` set on the way up, and the
+//! size and count limits checked on the way in.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use super::error::ProxyError;
+
+/// `x-request-id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `x-forwarded-for`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Headers that describe one connection, never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names. A `te: trailers`
+/// survives when `keep_te_trailers` is set (gRPC over HTTP/2 needs it).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    let te_trailers = keep_te_trailers
+        && headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Appends the client address to `x-forwarded-for` and sets `x-forwarded-proto`.
+pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
+    let client = client.to_string();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(previous) if !previous.trim().is_empty() => format!("{previous}, {client}"),
+        _ => client,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+}
+
+/// Returns the request's `x-request-id`, generating a UUIDv4 when it is absent or empty.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID)
+        && !id.is_empty()
+    {
+        return id.clone();
+    }
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    let value = HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("0"));
+    headers.insert(X_REQUEST_ID.clone(), value.clone());
+    value
+}
+
+/// Checks the header count and the header block size (name + value + 4 bytes of framing per
+/// header, as HTTP/1.1 puts it on the wire) against a listener's limits.
+pub fn check_limits(
+    headers: &HeaderMap,
+    max_headers: usize,
+    max_bytes: usize,
+) -> Result<(), ProxyError> {
+    let count = headers.len();
+    if count > max_headers {
+        return Err(ProxyError::TooManyHeaders {
+            count,
+            limit: max_headers,
+        });
+    }
+    let size: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if size > max_bytes {
+        return Err(ProxyError::HeadersTooLarge {
+            size,
+            limit: max_bytes,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers, gzip"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn te_trailers_survives_when_asked() {
+        let mut headers = map(&[("te", "trailers"), ("connection", "te")]);
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers["te"], "trailers");
+    }
+
+    #[test]
+    fn forwarded_for_appends_and_proto_is_set() {
+        let mut headers = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "ftp"),
+        ]);
+        set_forwarded(&mut headers, "10.1.2.3".parse().expect("ip"), "https");
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 10.1.2.3");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        let mut fresh = HeaderMap::new();
+        set_forwarded(&mut fresh, "::1".parse().expect("ip"), "http");
+        assert_eq!(fresh["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn request_id_is_kept_or_generated() {
+        let mut headers = map(&[("x-request-id", "abc")]);
+        assert_eq!(ensure_request_id(&mut headers), "abc");
+        let mut fresh = HeaderMap::new();
+        let id = ensure_request_id(&mut fresh);
+        assert_eq!(id.len(), 36);
+        assert_eq!(fresh["x-request-id"], id);
+        assert_ne!(
+            ensure_request_id(&mut HeaderMap::new()),
+            id,
+            "ids are unique"
+        );
+    }
+
+    #[test]
+    fn limits_count_and_size() {
+        let headers = map(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        assert!(check_limits(&headers, 3, 100).is_ok());
+        assert!(matches!(
+            check_limits(&headers, 2, 100),
+            Err(ProxyError::TooManyHeaders { count: 3, limit: 2 })
+        ));
+        assert!(matches!(
+            check_limits(&headers, 3, 17),
+            Err(ProxyError::HeadersTooLarge {
+                size: 18,
+                limit: 17
+            })
+        ));
+    }
+}

@@ -1,0 +1,309 @@
+//! Serving one downstream connection: TLS handshake (ALPN picks h2 or HTTP/1.1; mTLS identity
+//! captured), h2c prior-knowledge detection on plaintext, hyper with the listener's limits, and a
+//! watchdog that closes idle connections, connections that never send a request in time, and
+//! connections told to drain (graceful: GOAWAY on h2, `Connection: close` on HTTP/1.1).
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use http::Request;
+use hyper::{body::Incoming, server::conn, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+    sync::watch,
+};
+
+use super::{
+    body::{Observed, ProxyBody, boxed},
+    proxy::{self, Downstream, TlsInfo},
+};
+use crate::{
+    config::Limits,
+    runtime::{ListenerRuntime, Shared},
+    tls,
+};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Activity of one connection, read by its watchdog.
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    /// Milliseconds after `started` when the last request finished.
+    last_done: AtomicU64,
+}
+
+impl Activity {
+    fn millis(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Serves `stream` until the client leaves, the connection idles out, or `stop` turns true.
+pub async fn serve(
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) {
+    let Some(listener) = shared.runtime.load().listeners.get(&name).cloned() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let limits = listener.config.limits.clone();
+    let mut downstream = Downstream {
+        listener: name,
+        peer,
+        local,
+        tls: None,
+    };
+
+    if let Some(server_tls) = &listener.tls {
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_tls.config());
+        let stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+            .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                listener.stats.tls_errors.inc();
+                tracing::debug!(listener = %downstream.listener, client = %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                listener.stats.tls_errors.inc();
+                return;
+            }
+        };
+        let session = stream.get_ref().1;
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        downstream.tls = Some(TlsInfo {
+            version: session
+                .protocol_version()
+                .map_or("unknown", tls::server::tls_version_name),
+            peer: tls::server::peer_identity(session.peer_certificates()),
+        });
+        serve_http(
+            shared,
+            listener,
+            downstream,
+            stream,
+            h2,
+            &limits,
+            stop,
+            drain_timeout,
+        )
+        .await;
+    } else {
+        let h2 = match tokio::time::timeout(limits.header_read_timeout, sniff_h2_preface(&stream))
+            .await
+        {
+            Ok(Ok(h2)) => h2,
+            _ => return,
+        };
+        serve_http(
+            shared,
+            listener,
+            downstream,
+            stream,
+            h2,
+            &limits,
+            stop,
+            drain_timeout,
+        )
+        .await;
+    }
+}
+
+/// Whether a plaintext client opens with the HTTP/2 preface (h2c prior knowledge). Peeks only.
+async fn sniff_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A prefix of the preface arrived; wait for the rest.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_http<I>(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerRuntime>,
+    downstream: Downstream,
+    io: I,
+    h2: bool,
+    limits: &Limits,
+    stop: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let activity = Arc::new(Activity {
+        started: Instant::now(),
+        in_flight: AtomicUsize::new(0),
+        requests: AtomicU64::new(0),
+        last_done: AtomicU64::new(0),
+    });
+    let downstream = Arc::new(downstream);
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |request: Request<Incoming>| {
+            let shared = shared.clone();
+            let downstream = downstream.clone();
+            let activity = activity.clone();
+            let fallback = listener.clone();
+            async move {
+                let started = Instant::now();
+                activity.in_flight.fetch_add(1, Ordering::Relaxed);
+                activity.requests.fetch_add(1, Ordering::Relaxed);
+                let runtime = shared.runtime.load_full();
+                // Requests use the listener's current settings; a listener removed by a reload
+                // keeps serving its open connections with the settings they started with.
+                let listener = runtime
+                    .listeners
+                    .get(&downstream.listener)
+                    .cloned()
+                    .unwrap_or(fallback);
+                let response = proxy::handle(runtime, listener.clone(), &downstream, request).await;
+                listener.stats.count_response(response.status());
+                Ok::<_, Infallible>(response.map(|body| {
+                    boxed(Observed::new(body, move |_| {
+                        listener
+                            .stats
+                            .duration
+                            .observe(started.elapsed().as_secs_f64());
+                        activity
+                            .last_done
+                            .store(activity.millis(), Ordering::Relaxed);
+                        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    }))
+                }))
+            }
+        })
+    };
+    let io = TokioIo::new(io);
+    if h2 {
+        let mut builder = conn::http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new()).max_header_list_size(
+            u32::try_from(limits.max_request_headers_bytes).unwrap_or(u32::MAX),
+        );
+        let connection = builder.serve_connection(io, service);
+        supervise(connection, &activity, limits, stop, drain_timeout).await;
+    } else {
+        let mut builder = conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_headers(limits.max_request_headers)
+            .max_header_size(limits.max_request_headers_bytes)
+            .max_buf_size(limits.max_request_headers_bytes.max(8192) + 8192);
+        let connection = builder.serve_connection(io, service);
+        supervise(connection, &activity, limits, stop, drain_timeout).await;
+    }
+}
+
+/// A hyper server connection that can be asked to finish gracefully.
+trait Graceful: Future<Output = hyper::Result<()>> {
+    fn shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for conn::http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    fn shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S> Graceful for conn::http2::Connection<I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, ProxyBody>,
+{
+    fn shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Drives a connection to its end, closing it gracefully when it idles (no request in flight for
+/// `idleTimeout`; no first request within `headerReadTimeout`) or when `stop` turns true. A
+/// connection that does not finish within the grace period after that is dropped.
+async fn supervise<C: Graceful>(
+    connection: C,
+    activity: &Activity,
+    limits: &Limits,
+    mut stop: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) {
+    tokio::pin!(connection);
+    let period = (limits.idle_timeout.min(limits.header_read_timeout) / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing: Option<Instant> = None;
+    if *stop.borrow_and_update() {
+        connection.as_mut().shutdown();
+        closing = Some(Instant::now() + drain_timeout);
+    }
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "downstream connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if closing.is_none() => {
+                connection.as_mut().shutdown();
+                closing = Some(Instant::now() + drain_timeout);
+            }
+            _ = tick.tick() => {
+                if let Some(deadline) = closing {
+                    if Instant::now() >= deadline {
+                        return;
+                    }
+                    continue;
+                }
+                if activity.in_flight.load(Ordering::Relaxed) > 0 {
+                    continue;
+                }
+                let (since, limit) = if activity.requests.load(Ordering::Relaxed) == 0 {
+                    (0, limits.header_read_timeout)
+                } else {
+                    (activity.last_done.load(Ordering::Relaxed), limits.idle_timeout)
+                };
+                let idle = Duration::from_millis(activity.millis().saturating_sub(since));
+                if idle >= limit {
+                    connection.as_mut().shutdown();
+                    closing = Some(Instant::now() + Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The running configuration: one immutable [`Runtime`] per accepted config version, holding
+//! live clusters and listener settings. Requests take a snapshot (`ArcSwap::load_full`) when they
+//! start and finish on it, so a reload never changes a request mid-flight. [`prepare`] builds
+//! the next runtime from a validated config, reusing whatever did not change.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, OnceLock, RwLock, atomic::AtomicBool},
+    time::SystemTime,
+};
+
+use arc_swap::ArcSwap;
+use prometheus::{Histogram, IntCounter, IntGauge};
+
+use crate::{
+    config::{Config, ConfigError, ListenerConfig, SourceMap},
+    metrics::Metrics,
+    tls::ServerTls,
+    upstream::Cluster,
+};
+
+/// One configuration version, live.
+pub struct Runtime {
+    /// Increases by one with every accepted configuration.
+    pub version: u64,
+    /// When it was accepted.
+    pub loaded_at: SystemTime,
+    /// The resolved configuration.
+    pub config: Arc<Config>,
+    /// Live clusters by name.
+    pub clusters: BTreeMap<Arc<str>, Arc<Cluster>>,
+    /// Listener settings by name.
+    pub listeners: BTreeMap<Arc<str>, Arc<ListenerRuntime>>,
+}
+
+/// A listener's settings and the handles its hot path uses.
+pub struct ListenerRuntime {
+    /// The listener's configuration.
+    pub config: Arc<ListenerConfig>,
+    /// TLS termination, reloading certificates as their files change.
+    pub tls: Option<ServerTls>,
+    /// Metric handles resolved once.
+    pub stats: Arc<ListenerStats>,
+}
+
+/// Per-listener metric handles, resolved once instead of per request.
+pub struct ListenerStats {
+    name: Arc<str>,
+    metrics: Metrics,
+    codes: Box<[OnceLock<IntCounter>]>,
+    /// Open connections.
+    pub cx_active: IntGauge,
+    /// Accepted connections.
+    pub cx_total: IntCounter,
+    /// Connections refused at `maxConnections`.
+    pub cx_overflow: IntCounter,
+    /// Failed TLS handshakes.
+    pub tls_errors: IntCounter,
+    /// Request durations.
+    pub duration: Histogram,
+}
+
+impl ListenerStats {
+    /// Resolves the label handles of listener `name`.
+    pub fn new(name: Arc<str>, metrics: &Metrics) -> Self {
+        let label = [&*name];
+        Self {
+            codes: (0..600).map(|_| OnceLock::new()).collect(),
+            cx_active: metrics.downstream_cx_active.with_label_values(&label),
+            cx_total: metrics.downstream_cx_total.with_label_values(&label),
+            cx_overflow: metrics.downstream_cx_overflow.with_label_values(&label),
+            tls_errors: metrics.downstream_tls_errors.with_label_values(&label),
+            duration: metrics.downstream_duration.with_label_values(&label),
+            metrics: metrics.clone(),
+            name,
+        }
+    }
+
+    /// Counts a response by status code.
+    pub fn count_response(&self, code: http::StatusCode) {
+        let index = usize::from(code.as_u16());
+        match self.codes.get(index) {
+            Some(slot) => slot
+                .get_or_init(|| {
+                    self.metrics
+                        .downstream_requests
+                        .with_label_values(&[&*self.name, code.as_str()])
+                })
+                .inc(),
+            None => self
+                .metrics
+                .downstream_requests
+                .with_label_values(&[&*self.name, code.as_str()])
+                .inc(),
+        }
+    }
+}
+
+/// State shared by the data path, the admin server and the reloader.
+pub struct Shared {
+    /// The current runtime.
+    pub runtime: ArcSwap<Runtime>,
+    /// Process metrics.
+    pub metrics: Metrics,
+    /// Set once a drain began: `/ready` fails, new connections are refused.
+    pub draining: AtomicBool,
+    /// Bound addresses of the running listeners.
+    pub bound: RwLock<BTreeMap<Arc<str>, SocketAddr>>,
+    /// The file the configuration comes from.
+    pub config_path: std::path::PathBuf,
+}
+
+/// Builds the runtime for `config`. Clusters and listener TLS whose configuration did not change
+/// are carried over from `previous` (keeping pools, ejections and certificate state).
+pub fn prepare(
+    config: Config,
+    map: &SourceMap,
+    previous: Option<&Runtime>,
+    metrics: &Metrics,
+) -> Result<Runtime, ConfigError> {
+    let mut clusters = BTreeMap::new();
+    for (name, cluster) in &config.clusters {
+        let reused = previous
+            .and_then(|p| p.clusters.get(name))
+            .filter(|c| c.config == *cluster)
+            .cloned();
+        let live = match reused {
+            Some(live) => live,
+            None => Arc::new(
+                Cluster::new(cluster.clone(), metrics)
+                    .map_err(|e| map.error("Cluster", name, "spec.tls", e.to_string()))?,
+            ),
+        };
+        clusters.insert(name.clone(), live);
+    }
+    let mut listeners = BTreeMap::new();
+    for (name, listener) in &config.listeners {
+        let before = previous.and_then(|p| p.listeners.get(name));
+        let tls = match &listener.tls {
+            None => None,
+            Some(spec) => match before
+                .and_then(|b| b.tls.as_ref())
+                .filter(|t| t.spec() == spec)
+            {
+                Some(same) => Some(same.clone()),
+                None => Some(
+                    ServerTls::load(spec)
+                        .map_err(|e| map.error("Listener", name, "spec.tls", e.to_string()))?,
+                ),
+            },
+        };
+        let stats = match before {
+            Some(b) => b.stats.clone(),
+            None => Arc::new(ListenerStats::new(name.clone(), metrics)),
+        };
+        listeners.insert(
+            name.clone(),
+            Arc::new(ListenerRuntime {
+                config: listener.clone(),
+                tls,
+                stats,
+            }),
+        );
+    }
+    Ok(Runtime {
+        version: previous.map_or(1, |p| p.version + 1),
+        loaded_at: SystemTime::now(),
+        config: Arc::new(config),
+        clusters,
+        listeners,
+    })
+}

@@ -1,0 +1,235 @@
+//! Upstream clusters: a set of endpoints behind a load balancer, with pooled connections,
+//! connect and request timeouts, bounded retries of connection failures on other endpoints,
+//! and consecutive-failure ejection.
+
+pub mod balance;
+pub mod endpoint;
+pub mod pool;
+
+use std::sync::{Arc, atomic::AtomicUsize};
+
+use http::{Request, Response};
+use prometheus::IntCounter;
+use tokio::time::Instant;
+
+use self::{
+    endpoint::{Endpoint, EndpointStatus, Verdict},
+    pool::{ConnectSpec, SendError},
+};
+use crate::{
+    config::ClusterConfig,
+    http::{
+        body::{Observed, ProxyBody, boxed},
+        error::ProxyError,
+    },
+    metrics::Metrics,
+    tls::TlsError,
+};
+
+/// A running cluster. Kept across reloads while its configuration is unchanged, so pools and
+/// ejections survive.
+pub struct Cluster {
+    /// The configuration it was built from.
+    pub config: Arc<ClusterConfig>,
+    endpoints: Vec<Arc<Endpoint>>,
+    cursor: AtomicUsize,
+    connect: ConnectSpec,
+    stats: ClusterStats,
+}
+
+struct ClusterStats {
+    metrics: Metrics,
+    connect_fail: IntCounter,
+    cx_total: IntCounter,
+    retries: IntCounter,
+    ejections: IntCounter,
+}
+
+impl Cluster {
+    /// Builds a cluster; fails only when its TLS material is unusable.
+    pub fn new(config: Arc<ClusterConfig>, metrics: &Metrics) -> Result<Self, TlsError> {
+        let tls = match &config.tls {
+            None => None,
+            Some(tls) => Some((
+                crate::tls::client_config(tls, config.protocol)?,
+                tls.clone(),
+            )),
+        };
+        let name = &*config.name;
+        let stats = ClusterStats {
+            metrics: metrics.clone(),
+            connect_fail: metrics.upstream_cx_connect_fail.with_label_values(&[name]),
+            cx_total: metrics.upstream_cx_total.with_label_values(&[name]),
+            retries: metrics.upstream_retries.with_label_values(&[name]),
+            ejections: metrics.upstream_ejections.with_label_values(&[name]),
+        };
+        Ok(Self {
+            endpoints: config
+                .endpoints
+                .iter()
+                .map(|spec| Arc::new(Endpoint::new(spec.clone(), config.max_idle_per_endpoint)))
+                .collect(),
+            cursor: AtomicUsize::new(0),
+            connect: ConnectSpec {
+                protocol: config.protocol,
+                timeout: config.connect_timeout,
+                tls,
+            },
+            stats,
+            config,
+        })
+    }
+
+    /// Endpoint states for `/clusters`.
+    pub fn status(&self) -> Vec<EndpointStatus> {
+        self.endpoints.iter().map(|e| e.status()).collect()
+    }
+
+    /// Forwards a request: picks an endpoint, sends, and retries on another endpoint while the
+    /// failure left the request unsent. The whole exchange up to the response headers is bounded
+    /// by the cluster's `timeout`.
+    pub async fn forward(
+        &self,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let mut tried: Vec<usize> = Vec::with_capacity(1);
+        let mut last_error = None;
+        for attempt in 0..=self.config.retries {
+            let Some(index) = balance::pick(
+                self.config.load_balancer,
+                &self.endpoints,
+                &self.cursor,
+                &tried,
+            ) else {
+                break;
+            };
+            if attempt > 0 {
+                self.stats.retries.inc();
+            }
+            tried.push(index);
+            let endpoint = &self.endpoints[index];
+            let in_flight = endpoint.begin();
+            let send = endpoint.pool.send(
+                &endpoint.spec.host,
+                endpoint.spec.port,
+                &self.connect,
+                request,
+                || self.stats.cx_total.inc(),
+            );
+            let outcome = match tokio::time::timeout_at(deadline, send).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    self.failed(endpoint);
+                    return Err(self.record(ProxyError::UpstreamTimeout {
+                        cluster: self.config.name.to_string(),
+                        endpoint: endpoint.label.clone(),
+                        after: self.config.request_timeout,
+                    }));
+                }
+            };
+            match outcome {
+                Ok((response, connection)) => {
+                    let status = response.status();
+                    if matches!(status.as_u16(), 502..=504) {
+                        self.failed(endpoint);
+                    } else {
+                        endpoint.record_success();
+                    }
+                    self.stats
+                        .metrics
+                        .upstream_requests
+                        .with_label_values(&[&*self.config.name, status.as_str()])
+                        .inc();
+                    let endpoint = endpoint.clone();
+                    return Ok(response.map(|body| {
+                        boxed(Observed::new(body, move |clean| {
+                            drop(in_flight);
+                            if let (true, Some(sender)) = (clean, connection) {
+                                endpoint.pool.put_back(sender);
+                            }
+                        }))
+                    }));
+                }
+                Err(SendError::NotSent {
+                    request: unsent,
+                    reason,
+                }) => {
+                    self.stats.connect_fail.inc();
+                    self.failed(endpoint);
+                    tracing::debug!(cluster = %self.config.name, endpoint = %endpoint.label, %reason, "upstream connect failed");
+                    last_error = Some(ProxyError::ConnectFailed {
+                        cluster: self.config.name.to_string(),
+                        endpoint: endpoint.label.clone(),
+                        reason,
+                    });
+                    request = *unsent;
+                }
+                Err(SendError::Failed(error)) => {
+                    self.failed(endpoint);
+                    return Err(self.record(self.classify(endpoint, &error)));
+                }
+            }
+        }
+        let error = last_error.unwrap_or_else(|| ProxyError::NoHealthyEndpoint {
+            cluster: self.config.name.to_string(),
+        });
+        Err(self.record(error))
+    }
+
+    fn failed(&self, endpoint: &Endpoint) {
+        let outlier = &self.config.outlier;
+        if endpoint.record_failure(outlier.consecutive_failures, outlier.ejection_time)
+            == Verdict::Ejected
+        {
+            self.stats.ejections.inc();
+            tracing::warn!(
+                cluster = %self.config.name,
+                endpoint = %endpoint.label,
+                ejection = ?outlier.ejection_time,
+                "endpoint ejected after consecutive failures"
+            );
+        }
+    }
+
+    fn record(&self, error: ProxyError) -> ProxyError {
+        let code = error.status();
+        self.stats
+            .metrics
+            .upstream_requests
+            .with_label_values(&[&*self.config.name, code.as_str()])
+            .inc();
+        error
+    }
+
+    fn classify(&self, endpoint: &Endpoint, error: &hyper::Error) -> ProxyError {
+        let cluster = self.config.name.to_string();
+        let endpoint = endpoint.label.clone();
+        let reason = error_chain(error);
+        if error.is_parse() || error.is_parse_status() || error.is_parse_too_large() {
+            ProxyError::UpstreamMalformed {
+                cluster,
+                endpoint,
+                reason,
+            }
+        } else {
+            ProxyError::UpstreamReset {
+                cluster,
+                endpoint,
+                reason,
+            }
+        }
+    }
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
