@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use super::error::ProxyError;
+use crate::tls::PeerIdentity;
 
 /// `x-request-id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -14,6 +15,8 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `x-forwarded-proto`.
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-client-cert` (Envoy's XFCC).
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 /// Headers that describe one connection, never forwarded.
 const HOP_BY_HOP: [&str; 8] = [
@@ -27,8 +30,9 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// Removes hop-by-hop headers, including those the `Connection` header names. A `te: trailers`
-/// survives when `keep_te_trailers` is set (gRPC over HTTP/2 needs it).
+/// Removes hop-by-hop headers, including those the `Connection` header names. A `te` that
+/// accepts `trailers` is reduced to `te: trailers` when `keep_te_trailers` is set: the upstream
+/// then knows the client takes trailers (gRPC needs it), as Envoy does.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     let te_trailers = keep_te_trailers
         && headers.get_all(header::TE).iter().any(|v| {
@@ -66,6 +70,20 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: &'static s
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+}
+
+/// Envoy's `SANITIZE_SET`: a client-supplied `x-forwarded-client-cert` is always dropped (a
+/// client must not claim an identity), and on mTLS connections it is set from the verified
+/// certificate: `By` is absent, `URI` and `DNS` list the SANs, `Subject` the subject.
+pub fn set_client_cert(headers: &mut HeaderMap, peer: Option<&PeerIdentity>) {
+    headers.remove(&X_FORWARDED_CLIENT_CERT);
+    let Some(peer) = peer else { return };
+    let mut parts = vec![format!("Subject=\"{}\"", peer.subject.replace('"', "'"))];
+    parts.extend(peer.uri_sans.iter().map(|uri| format!("URI={uri}")));
+    parts.extend(peer.dns_sans.iter().map(|dns| format!("DNS={dns}")));
+    if let Ok(value) = HeaderValue::from_str(&parts.join(";")) {
+        headers.insert(X_FORWARDED_CLIENT_CERT.clone(), value);
+    }
 }
 
 /// Returns the request's `x-request-id`, generating a UUIDv4 when it is absent or empty.
@@ -159,6 +177,28 @@ mod tests {
         let mut fresh = HeaderMap::new();
         set_forwarded(&mut fresh, "::1".parse().expect("ip"), "http");
         assert_eq!(fresh["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn client_cert_header_is_sanitized_and_set_from_the_verified_peer() {
+        let mut headers = map(&[("x-forwarded-client-cert", "URI=spiffe://evil/admin")]);
+        set_client_cert(&mut headers, None);
+        assert!(
+            headers.get("x-forwarded-client-cert").is_none(),
+            "a client cannot claim an identity"
+        );
+        let peer = PeerIdentity {
+            principal: Some("spiffe://weft.test/sa/client".into()),
+            uri_sans: vec!["spiffe://weft.test/sa/client".into()],
+            dns_sans: vec!["client.test".into()],
+            subject: "CN=client".into(),
+        };
+        let mut headers = map(&[("x-forwarded-client-cert", "URI=spiffe://evil/admin")]);
+        set_client_cert(&mut headers, Some(&peer));
+        assert_eq!(
+            headers["x-forwarded-client-cert"],
+            "Subject=\"CN=client\";URI=spiffe://weft.test/sa/client;DNS=client.test"
+        );
     }
 
     #[test]
