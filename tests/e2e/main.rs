@@ -1,1 +1,11 @@
-fn main() {}
+//! End-to-end tests of weft through real sockets: one test binary, a module per feature. Every
+//! test starts its own upstreams and proxy on `127.0.0.1:0` and stops them when it ends.
+
+mod admin;
+mod balance;
+mod drain;
+mod errors;
+mod limits;
+mod proxy;
+mod reload;
+mod tls;

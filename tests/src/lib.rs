@@ -1,1 +1,65 @@
-//! x
+//! Helpers shared by weft's end-to-end tests: every test starts its own servers on
+//! `127.0.0.1:0` and everything it starts stops when its handle is dropped.
+//!
+//! - [`certs`]: a throw-away PKI (CA, server, client with a SPIFFE identity, a rogue client) and
+//!   rustls configurations built from it.
+//! - [`upstream`]: real hyper upstreams (HTTP/1.1, h2c, both, TLS/mTLS) whose behaviour is chosen
+//!   by the request path (`/echo`, `/trailers`, `/status/<code>`, `/delay/<ms>`, `/stream/<n>`).
+//! - [`raw`]: misbehaving TCP upstreams and a raw TCP client (`raw_exchange`, `slowloris`).
+//! - [`client`]: a test client on hyper's connection APIs, one-shot or keep-alive, with
+//!   streaming request bodies and trailers.
+//! - [`stream`]: streamed request bodies (and trailers) fed chunk by chunk from the test.
+//! - [`weft`]: the proxy started in-process from a YAML string.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use weft_e2e::{client, upstream::Upstream};
+//! let up = Upstream::http1("a").await?;
+//! let reply = client::h1(up.addr, client::get("/hello?x=1")).await?;
+//! assert_eq!(reply.status, 200);
+//! assert_eq!(reply.json()["path"], "/hello?x=1");
+//! # Ok(()) }
+//! ```
+
+pub mod certs;
+pub mod client;
+pub mod raw;
+pub mod stream;
+pub mod upstream;
+
+#[cfg(test)]
+mod selftest;
+pub mod weft;
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+/// A spawned task that is aborted when this guard is dropped, so nothing a test starts outlives
+/// it.
+#[derive(Debug)]
+pub struct AbortOnDrop<T = ()>(pub JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Polls `cond` every 20 ms until it returns true or `timeout` passes; returns whether it held.
+pub async fn wait_for<F, Fut>(mut cond: F, timeout: Duration) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,1 @@
+//! admin end-to-end tests (being written).

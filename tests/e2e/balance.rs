@@ -1,0 +1,1 @@
+//! balance end-to-end tests (being written).

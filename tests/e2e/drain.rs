@@ -1,0 +1,1 @@
+//! drain end-to-end tests (being written).

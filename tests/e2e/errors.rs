@@ -1,0 +1,1 @@
+//! errors end-to-end tests (being written).

@@ -1,0 +1,1 @@
+//! limits end-to-end tests (being written).

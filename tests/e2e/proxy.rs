@@ -1,0 +1,1 @@
+//! proxy end-to-end tests (being written).

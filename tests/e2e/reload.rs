@@ -1,0 +1,1 @@
+//! reload end-to-end tests (being written).

@@ -1,0 +1,1 @@
+//! tls end-to-end tests (being written).
