@@ -2,7 +2,8 @@
 //!
 //! 1. check the request (header limits, a host to forward to) — 400 / 431 on failure;
 //! 2. choose the cluster (the listener's `defaultCluster` until filter chains run) — 404 if none;
-//! 3. rewrite headers for the upstream (hop-by-hop out; `x-forwarded-*`, `x-request-id` in);
+//! 3. rewrite headers for the upstream (hop-by-hop out; `x-forwarded-for`, `-proto`,
+//!    `-client-cert` and `x-request-id` in);
 //! 4. forward through the cluster (pick, connect, retry connection failures, time out) —
 //!    502 / 503 / 504 on failure;
 //! 5. strip hop-by-hop headers from the response and stream its body back.
@@ -110,11 +111,22 @@ async fn proxy(
     // 3. Rewrite for the upstream.
     let (mut parts, body) = request.into_parts();
     let upstream_h2 = cluster.config.protocol == UpstreamProtocol::Http2;
-    headers::strip_hop_by_hop(&mut parts.headers, upstream_h2);
+    headers::strip_hop_by_hop(&mut parts.headers, true);
+    if parts.version == Version::HTTP_2 {
+        // An HTTP/2 client takes trailers by definition; tell an HTTP/1.1 upstream so, or it
+        // will not send them.
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers::set_forwarded(
         &mut parts.headers,
         downstream.peer.ip(),
         downstream.scheme(),
+    );
+    headers::set_client_cert(
+        &mut parts.headers,
+        downstream.tls.as_ref().and_then(|t| t.peer.as_ref()),
     );
     headers::ensure_request_id(&mut parts.headers);
     let path = parts
