@@ -11,7 +11,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use prometheus::{Histogram, IntCounter, IntGauge};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 
 use crate::{
     config::{Config, ConfigError, ListenerConfig, SourceMap},
@@ -46,9 +46,8 @@ pub struct ListenerRuntime {
 
 /// Per-listener metric handles, resolved once instead of per request.
 pub struct ListenerStats {
-    name: Arc<str>,
-    metrics: Metrics,
-    codes: Box<[OnceLock<IntCounter>]>,
+    /// Responses by status code.
+    pub codes: CodeCounters,
     /// Open connections.
     pub cx_active: IntGauge,
     /// Accepted connections.
@@ -66,33 +65,40 @@ impl ListenerStats {
     pub fn new(name: Arc<str>, metrics: &Metrics) -> Self {
         let label = [&*name];
         Self {
-            codes: (0..600).map(|_| OnceLock::new()).collect(),
             cx_active: metrics.downstream_cx_active.with_label_values(&label),
             cx_total: metrics.downstream_cx_total.with_label_values(&label),
             cx_overflow: metrics.downstream_cx_overflow.with_label_values(&label),
             tls_errors: metrics.downstream_tls_errors.with_label_values(&label),
             duration: metrics.downstream_duration.with_label_values(&label),
-            metrics: metrics.clone(),
+            codes: CodeCounters::new(metrics.downstream_requests.clone(), name),
+        }
+    }
+}
+
+/// A `{NAME, code}` counter family with each code's handle resolved on first use, so counting a
+/// response costs an atomic add rather than a label lookup.
+pub struct CodeCounters {
+    family: IntCounterVec,
+    name: Arc<str>,
+    slots: Box<[OnceLock<IntCounter>]>,
+}
+
+impl CodeCounters {
+    /// Counters of `family` labelled `[name, code]`.
+    pub fn new(family: IntCounterVec, name: Arc<str>) -> Self {
+        Self {
+            family,
             name,
+            slots: (0..600).map(|_| OnceLock::new()).collect(),
         }
     }
 
-    /// Counts a response by status code.
-    pub fn count_response(&self, code: http::StatusCode) {
-        let index = usize::from(code.as_u16());
-        match self.codes.get(index) {
-            Some(slot) => slot
-                .get_or_init(|| {
-                    self.metrics
-                        .downstream_requests
-                        .with_label_values(&[&*self.name, code.as_str()])
-                })
-                .inc(),
-            None => self
-                .metrics
-                .downstream_requests
-                .with_label_values(&[&*self.name, code.as_str()])
-                .inc(),
+    /// Counts one response with `code`.
+    pub fn inc(&self, code: http::StatusCode) {
+        let resolve = || self.family.with_label_values(&[&*self.name, code.as_str()]);
+        match self.slots.get(usize::from(code.as_u16())) {
+            Some(slot) => slot.get_or_init(resolve).inc(),
+            None => resolve().inc(),
         }
     }
 }

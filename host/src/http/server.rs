@@ -185,7 +185,7 @@ async fn serve_http<I>(
                     .cloned()
                     .unwrap_or(fallback);
                 let response = proxy::handle(runtime, listener.clone(), &downstream, request).await;
-                listener.stats.count_response(response.status());
+                listener.stats.codes.inc(response.status());
                 Ok::<_, Infallible>(response.map(|body| {
                     boxed(Observed::new(body, move |_| {
                         listener

@@ -23,6 +23,7 @@ use crate::{
         error::ProxyError,
     },
     metrics::Metrics,
+    runtime::CodeCounters,
     tls::TlsError,
 };
 
@@ -38,7 +39,7 @@ pub struct Cluster {
 }
 
 struct ClusterStats {
-    metrics: Metrics,
+    codes: CodeCounters,
     connect_fail: IntCounter,
     cx_total: IntCounter,
     retries: IntCounter,
@@ -57,7 +58,7 @@ impl Cluster {
         };
         let name = &*config.name;
         let stats = ClusterStats {
-            metrics: metrics.clone(),
+            codes: CodeCounters::new(metrics.upstream_requests.clone(), config.name.clone()),
             connect_fail: metrics.upstream_cx_connect_fail.with_label_values(&[name]),
             cx_total: metrics.upstream_cx_total.with_label_values(&[name]),
             retries: metrics.upstream_retries.with_label_values(&[name]),
@@ -136,11 +137,7 @@ impl Cluster {
                     } else {
                         endpoint.record_success();
                     }
-                    self.stats
-                        .metrics
-                        .upstream_requests
-                        .with_label_values(&[&*self.config.name, status.as_str()])
-                        .inc();
+                    self.stats.codes.inc(status);
                     let endpoint = endpoint.clone();
                     return Ok(response.map(|body| {
                         boxed(Observed::new(body, move |clean| {
@@ -194,11 +191,7 @@ impl Cluster {
 
     fn record(&self, error: ProxyError) -> ProxyError {
         let code = error.status();
-        self.stats
-            .metrics
-            .upstream_requests
-            .with_label_values(&[&*self.config.name, code.as_str()])
-            .inc();
+        self.stats.codes.inc(code);
         error
     }
 
