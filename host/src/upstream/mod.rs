@@ -162,9 +162,9 @@ impl Cluster {
                     });
                     request = *unsent;
                 }
-                Err(SendError::Failed(error)) => {
+                Err(SendError::Failed { error, fresh }) => {
                     self.failed(endpoint);
-                    return Err(self.record(self.classify(endpoint, &error)));
+                    return Err(self.record(self.classify(endpoint, &error, fresh)));
                 }
             }
         }
@@ -195,11 +195,20 @@ impl Cluster {
         error
     }
 
-    fn classify(&self, endpoint: &Endpoint, error: &hyper::Error) -> ProxyError {
+    fn classify(&self, endpoint: &Endpoint, error: &hyper::Error, fresh: bool) -> ProxyError {
         let cluster = self.config.name.to_string();
         let endpoint = endpoint.label.clone();
         let reason = error_chain(error);
-        if error.is_parse() || error.is_parse_status() || error.is_parse_too_large() {
+        if fresh && received_tls_alert(error) {
+            // The TLS session was refused (e.g. our client certificate): the connection never
+            // carried the request, whatever hyper managed to write into it.
+            self.stats.connect_fail.inc();
+            ProxyError::ConnectFailed {
+                cluster,
+                endpoint,
+                reason,
+            }
+        } else if error.is_parse() || error.is_parse_status() || error.is_parse_too_large() {
             ProxyError::UpstreamMalformed {
                 cluster,
                 endpoint,
@@ -213,6 +222,23 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Whether the peer ended the connection with a TLS alert.
+fn received_tls_alert(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let alert = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .or_else(|| cause.downcast_ref::<rustls::Error>());
+        if matches!(alert, Some(rustls::Error::AlertReceived(_))) {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// An error and its sources on one line.

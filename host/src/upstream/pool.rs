@@ -46,7 +46,13 @@ pub enum SendError {
         reason: String,
     },
     /// The request was (at least partly) written, then the exchange failed.
-    Failed(hyper::Error),
+    Failed {
+        /// What failed.
+        error: hyper::Error,
+        /// Whether the connection was opened for this request (a TLS 1.3 server refusing our
+        /// client certificate only says so after the handshake, on the first read).
+        fresh: bool,
+    },
 }
 
 /// Connections to one endpoint.
@@ -142,7 +148,12 @@ impl Pool {
                         reason: error.into_error().to_string(),
                     });
                 }
-                None => return Err(SendError::Failed(error.into_error())),
+                None => {
+                    return Err(SendError::Failed {
+                        error: error.into_error(),
+                        fresh: !reused,
+                    });
+                }
             }
         }
     }
