@@ -53,6 +53,10 @@ struct UpArgs {
     admin: SocketAddr,
 }
 
+/// mimalloc: the proxy allocates many small, short-lived buffers per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     text.parse::<DurationSpec>().map(|d| d.0)
 }

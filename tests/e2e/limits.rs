@@ -525,3 +525,28 @@ async fn max_connections_closes_extra_connections_at_accept() {
     assert_eq!(reply.status, 200);
     drop(b);
 }
+
+/// The header deadline starts with the first byte of a request head, not when a keep-alive
+/// connection begins to wait: an idle connection lives until `idleTimeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keepalive_outlives_the_header_deadline_until_the_idle_timeout() {
+    let (_up, weft) = start("headerReadTimeout: 200ms, idleTimeout: 1200ms").await;
+    let mut conn = H1Conn::connect(weft.addr("public")).await.expect("connect");
+    assert_eq!(conn.get("/").await.expect("first request").status, 200);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !conn.is_closed(),
+        "idle for 700ms: past headerReadTimeout, within idleTimeout"
+    );
+    assert_eq!(
+        conn.get("/")
+            .await
+            .expect("second request on the same connection")
+            .status,
+        200
+    );
+    assert!(
+        conn.wait_closed(Duration::from_secs(3)).await,
+        "closed once idleTimeout passes"
+    );
+}

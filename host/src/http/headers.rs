@@ -18,22 +18,36 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 /// `x-forwarded-client-cert` (Envoy's XFCC).
 pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
-/// Headers that describe one connection, never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that describe one connection, never forwarded. Compared as `HeaderName`s: standard
+/// names compare as enum tags, not strings.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. A `te` that
 /// accepts `trailers` is reduced to `te: trailers` when `keep_te_trailers` is set: the upstream
 /// then knows the client takes trailers (gRPC needs it), as Envoy does.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    // One pass to find what is there: most requests carry none of these, and a lookup per
+    // name on every request costs more than a scan of a dozen keys.
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut named_by_connection = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            named_by_connection |= name == header::CONNECTION;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
     let te_trailers = keep_te_trailers
         && headers.get_all(header::TE).iter().any(|v| {
             v.to_str().is_ok_and(|v| {
@@ -41,34 +55,56 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             })
         });
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if named_by_connection {
+        // `Connection: keep-alive` / `close` are the common cases and name nothing else to
+        // remove; only other tokens cost a parse.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|token| {
+                !token.eq_ignore_ascii_case(b"keep-alive") && !token.eq_ignore_ascii_case(b"close")
+            })
+            .filter_map(|token| HeaderName::from_bytes(token).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
-/// Appends the client address to `x-forwarded-for` and sets `x-forwarded-proto`.
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
-    let client = client.to_string();
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) if !previous.trim().is_empty() => format!("{previous}, {client}"),
-        _ => client,
+/// The client address as `x-forwarded-for` carries it; rendered once per connection.
+pub fn client_address_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Appends the client address (from [`client_address_value`]) to `x-forwarded-for` and sets
+/// `x-forwarded-proto`.
+pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, scheme: &'static str) {
+    let previous = headers
+        .get(&X_FORWARDED_FOR)
+        .filter(|v| !v.as_bytes().trim_ascii().is_empty());
+    let value = match previous {
+        Some(previous) => {
+            let mut joined = Vec::with_capacity(previous.len() + 2 + client.len());
+            joined.extend_from_slice(previous.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.clone())
+        }
+        None => client.clone(),
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), value);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
 }
 
@@ -171,11 +207,19 @@ mod tests {
             ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-proto", "ftp"),
         ]);
-        set_forwarded(&mut headers, "10.1.2.3".parse().expect("ip"), "https");
+        set_forwarded(
+            &mut headers,
+            &client_address_value("10.1.2.3".parse().expect("ip")),
+            "https",
+        );
         assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 10.1.2.3");
         assert_eq!(headers["x-forwarded-proto"], "https");
         let mut fresh = HeaderMap::new();
-        set_forwarded(&mut fresh, "::1".parse().expect("ip"), "http");
+        set_forwarded(
+            &mut fresh,
+            &client_address_value("::1".parse().expect("ip")),
+            "http",
+        );
         assert_eq!(fresh["x-forwarded-for"], "::1");
     }
 

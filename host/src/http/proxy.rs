@@ -33,6 +33,8 @@ pub struct Downstream {
     pub listener: Arc<str>,
     /// The client's address.
     pub peer: SocketAddr,
+    /// The client's IP as `x-forwarded-for` carries it, rendered once per connection.
+    pub client_address: HeaderValue,
     /// The local address the client connected to.
     pub local: SocketAddr,
     /// TLS details when the listener terminates TLS.
@@ -121,7 +123,7 @@ async fn proxy(
     }
     headers::set_forwarded(
         &mut parts.headers,
-        downstream.peer.ip(),
+        &downstream.client_address,
         downstream.scheme(),
     );
     headers::set_client_cert(

@@ -8,10 +8,7 @@ use std::{
     future::Future,
     net::SocketAddr,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -25,7 +22,9 @@ use tokio::{
 };
 
 use super::{
+    activity::{Activity, Expiry, Watched},
     body::{Observed, ProxyBody, boxed},
+    headers,
     proxy::{self, Downstream, TlsInfo},
 };
 use crate::{
@@ -35,21 +34,6 @@ use crate::{
 };
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Activity of one connection, read by its watchdog.
-struct Activity {
-    started: Instant,
-    in_flight: AtomicUsize,
-    requests: AtomicU64,
-    /// Milliseconds after `started` when the last request finished.
-    last_done: AtomicU64,
-}
-
-impl Activity {
-    fn millis(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-}
 
 /// Serves `stream` until the client leaves, the connection idles out, or `stop` turns true.
 pub async fn serve(
@@ -69,6 +53,7 @@ pub async fn serve(
     let mut downstream = Downstream {
         listener: name,
         peer,
+        client_address: headers::client_address_value(peer.ip()),
         local,
         tls: None,
     };
@@ -158,12 +143,7 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let activity = Arc::new(Activity {
-        started: Instant::now(),
-        in_flight: AtomicUsize::new(0),
-        requests: AtomicU64::new(0),
-        last_done: AtomicU64::new(0),
-    });
+    let activity = Arc::new(Activity::new(!h2));
     let downstream = Arc::new(downstream);
     let service = {
         let activity = activity.clone();
@@ -174,8 +154,7 @@ async fn serve_http<I>(
             let fallback = listener.clone();
             async move {
                 let started = Instant::now();
-                activity.in_flight.fetch_add(1, Ordering::Relaxed);
-                activity.requests.fetch_add(1, Ordering::Relaxed);
+                activity.request_started();
                 let runtime = shared.runtime.load_full();
                 // Requests use the listener's current settings; a listener removed by a reload
                 // keeps serving its open connections with the settings they started with.
@@ -192,16 +171,13 @@ async fn serve_http<I>(
                             .stats
                             .duration
                             .observe(started.elapsed().as_secs_f64());
-                        activity
-                            .last_done
-                            .store(activity.millis(), Ordering::Relaxed);
-                        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        activity.request_finished();
                     }))
                 }))
             }
         })
     };
-    let io = TokioIo::new(io);
+    let io = TokioIo::new(Watched::new(io, activity.clone()));
     if h2 {
         let mut builder = conn::http2::Builder::new(TokioExecutor::new());
         builder.timer(TokioTimer::new()).max_header_list_size(
@@ -213,7 +189,9 @@ async fn serve_http<I>(
         let mut builder = conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
+            // The watchdog enforces the header deadline (see `activity`); hyper's own timer
+            // would also cut idle keep-alive connections at the header deadline.
+            .header_read_timeout(None)
             .max_headers(limits.max_request_headers)
             .max_header_size(limits.max_request_headers_bytes)
             .max_buf_size(limits.max_request_headers_bytes.max(8192) + 8192);
@@ -290,18 +268,16 @@ async fn supervise<C: Graceful>(
                     }
                     continue;
                 }
-                if activity.in_flight.load(Ordering::Relaxed) > 0 {
-                    continue;
-                }
-                let (since, limit) = if activity.requests.load(Ordering::Relaxed) == 0 {
-                    (0, limits.header_read_timeout)
-                } else {
-                    (activity.last_done.load(Ordering::Relaxed), limits.idle_timeout)
-                };
-                let idle = Duration::from_millis(activity.millis().saturating_sub(since));
-                if idle >= limit {
-                    connection.as_mut().shutdown();
-                    closing = Some(Instant::now() + Duration::from_secs(1));
+                match activity.expired(limits) {
+                    None => {}
+                    Some(Expiry::HeadTimeout) => {
+                        tracing::debug!("request head not received within headerReadTimeout; closing");
+                        return;
+                    }
+                    Some(Expiry::Idle) => {
+                        connection.as_mut().shutdown();
+                        closing = Some(Instant::now() + Duration::from_secs(1));
+                    }
                 }
             }
         }

@@ -94,7 +94,8 @@ impl Cluster {
         mut request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let deadline = Instant::now() + self.config.request_timeout;
-        let mut tried: Vec<usize> = Vec::with_capacity(1);
+        // Filled only when a retry happens: the common path does not allocate.
+        let mut tried: Vec<usize> = Vec::new();
         let mut last_error = None;
         for attempt in 0..=self.config.retries {
             let Some(index) = balance::pick(
@@ -108,7 +109,6 @@ impl Cluster {
             if attempt > 0 {
                 self.stats.retries.inc();
             }
-            tried.push(index);
             let endpoint = &self.endpoints[index];
             let in_flight = endpoint.begin();
             let send = endpoint.pool.send(
@@ -161,6 +161,7 @@ impl Cluster {
                         reason,
                     });
                     request = *unsent;
+                    tried.push(index);
                 }
                 Err(SendError::Failed { error, fresh }) => {
                     self.failed(endpoint);
