@@ -5,13 +5,15 @@
 #
 # Env: CONNS (32), DURATION (10, seconds), WARMUP (2, seconds), PROTO (h1|h2, default h1),
 #      H2_STREAMS (10, h2 mode: concurrent streams per connection), WEFT_BIN (skip the build),
-#      KEEP_TMP=1 (keep the temporary directory with configs and logs).
+#      ROUNDS (3: weft and nginx interleaved, medians reported), KEEP_TMP=1 (keep the temporary
+#      directory with configs and logs).
 set -euo pipefail
 
 CONNS=${CONNS:-32}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 PROTO=${PROTO:-h1}
+ROUNDS=${ROUNDS:-3}
 H2_STREAMS=${H2_STREAMS:-10}
 NGINX=${NGINX:-/usr/sbin/nginx}
 
@@ -24,8 +26,8 @@ log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
 case "$PROTO" in h1 | h2) ;; *) die "PROTO must be h1 or h2 (got '$PROTO')" ;; esac
-[[ "$CONNS" =~ ^[0-9]+$ && "$DURATION" =~ ^[0-9]+$ && "$WARMUP" =~ ^[0-9]+$ ]] ||
-    die "CONNS, DURATION and WARMUP must be integers"
+[[ "$CONNS" =~ ^[0-9]+$ && "$DURATION" =~ ^[0-9]+$ && "$WARMUP" =~ ^[0-9]+$ && "$ROUNDS" =~ ^[1-9][0-9]*$ ]] ||
+    die "CONNS, DURATION, WARMUP and ROUNDS must be integers"
 for tool in python3 curl "$NGINX"; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
@@ -184,13 +186,26 @@ def fmt_us(v):
         return "-"
     return f"{v / 1000:.2f}ms" if v >= 1000 else f"{v:.0f}us"
 
+MEDIAN_KEYS = ("rps", "cpu_us_per_req", "upstream_cpu_us_per_req", "p50_us", "p99_us", "mean_us", "max_us")
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
 def report(results_path, meta_path, out_path):
     results = [json.loads(l) for l in open(results_path) if l.strip()]
     meta = json.load(open(meta_path))
-    by = {r["target"]: r for r in results}
+    rounds = sorted({r.get("round", 1) for r in results})
+    by = {}  # target -> its median figures over the rounds
+    for target in dict.fromkeys(r["target"] for r in results):
+        runs = [r for r in results if r["target"] == target]
+        by[target] = {k: median([r.get(k) for r in runs]) for k in MEDIAN_KEYS}
     h2 = meta["proto"] == "h2"
     lat_cols = ("mean", "max") if h2 else ("p50", "p99")
-    head = f"{'target':<8} {'req/s':>10} {lat_cols[0]:>9} {lat_cols[1]:>9} {'cpu_us/req':>11} {'ups_us/req':>11} {'other_cpu':>9}  errors"
+    head = f"{'round':<5} {'target':<8} {'req/s':>10} {lat_cols[0]:>9} {lat_cols[1]:>9} {'cpu_us/req':>11} {'ups_us/req':>11} {'other_cpu':>9}  errors"
     lines = [head, "-" * len(head)]
     for r in results:
         errs = ", ".join(f"{k}={v}" for k, v in r["errors"].items()) or "0"
@@ -202,7 +217,7 @@ def report(results_path, meta_path, out_path):
         ups = "-" if r["upstream_cpu_us_per_req"] is None else f"{r['upstream_cpu_us_per_req']:.2f}"
         other = "-" if r["other_busy_cores"] is None else f"{r['other_busy_cores']:.2f}"
         rps = "-" if r["rps"] is None else f"{r['rps']:.0f}"
-        lines.append(f"{r['target']:<8} {rps:>10} {fmt_us(r.get(lat_cols[0] + '_us')):>9} "
+        lines.append(f"{r.get('round', 1):<5} {r['target']:<8} {rps:>10} {fmt_us(r.get(lat_cols[0] + '_us')):>9} "
                      f"{fmt_us(r.get(lat_cols[1] + '_us')):>9} {cpu:>11} {ups:>11} {other:>9}  {errs}")
     if "direct" in by:
         lines.append("* direct: cpu_us/req is the upstream nginx's own CPU per request (reference)")
@@ -210,14 +225,26 @@ def report(results_path, meta_path, out_path):
     ratios = {}
     w, n = by.get("weft"), by.get("nginx")
     if w and n:
+        lines.append("")
+        lines.append(f"medians over {len(rounds)} round(s):")
+        for target in ("weft", "nginx"):
+            m = by[target]
+            lines.append(f"  {target:<6} req/s {m['rps'] or 0:.0f}  cpu_us/req {m['cpu_us_per_req'] or 0:.2f}  "
+                         f"{lat_cols[0]} {fmt_us(m.get(lat_cols[0] + '_us'))}  {lat_cols[1]} {fmt_us(m.get(lat_cols[1] + '_us'))}")
         def ratio(key):
-            a, b = w.get(key), n.get(key)
-            return a / b if a is not None and b else None
+            # The ratio within each round (same machine state), then the median over rounds.
+            per_round = []
+            for rnd in rounds:
+                a = next((r.get(key) for r in results if r["target"] == "weft" and r.get("round", 1) == rnd), None)
+                b = next((r.get(key) for r in results if r["target"] == "nginx" and r.get("round", 1) == rnd), None)
+                if a is not None and b:
+                    per_round.append(a / b)
+            return median(per_round)
         keys = [("cpu_us_per_req", "cpu/req"), ("rps", "req/s")]
         keys += [("mean_us", "mean latency"), ("max_us", "max latency")] if h2 else \
                 [("p50_us", "p50 latency"), ("p99_us", "p99 latency")]
         lines.append("")
-        lines.append("weft ÷ nginx:")
+        lines.append("weft ÷ nginx (median of per-round ratios):")
         for key, label in keys:
             v = ratio(key)
             ratios[key] = v
@@ -231,6 +258,7 @@ def report(results_path, meta_path, out_path):
                      f"(see other_cpu / concurrent_processes in the JSON); numbers are noisy")
     print("\n".join(lines))
     meta["results"] = results
+    meta["medians"] = by
     meta["ratios_weft_over_nginx"] = ratios
     meta["flagged"] = flagged
     meta["noisy"] = busy
@@ -510,16 +538,24 @@ run_target() { # $1 = name, $2 = port, $3 = pid whose tree is measured
     helper "$([[ $PROTO == h1 ]] && echo wrk || echo h2load)" "$out" >"$parsed"
     # For direct, the measured process is the upstream itself (cpu_us/req == upstream's).
     helper record "$parsed" "$name" "$CLK_TCK" "$((p1 - p0))" "$upstream_ticks" "$((l1 - l0))" \
-        "$((b1 - b0))" "$((t1 - t0))" "$NCPU" "$others_before$others_after" >>"$RESULTS"
+        "$((b1 - b0))" "$((t1 - t0))" "$NCPU" "$others_before$others_after" |
+        python3 -c 'import json, sys; r = json.load(sys.stdin); r["round"] = int(sys.argv[1]); print(json.dumps(r))' \
+            "$ROUND" >>"$RESULTS"
     sed 's/^/    /' "$out" >&2
 }
 
 TARGETS=()
 [[ $PROTO == h1 ]] && TARGETS+=("direct:$UP_PORT:$UP_PID")
 TARGETS+=("weft:$WEFT_PORT:$WEFT_PID" "nginx:$NGINX_PORT:$NGINX_PID")
-for t in "${TARGETS[@]}"; do
-    IFS=: read -r name port pid <<<"$t"
-    run_target "$name" "$port" "$pid"
+# Rounds interleave weft and nginx so slow drifts of the machine hit both alike; the report
+# gives per-round figures and medians (the direct reference runs once).
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    for t in "${TARGETS[@]}"; do
+        IFS=: read -r name port pid <<<"$t"
+        [[ $name == direct && $ROUND -gt 1 ]] && continue
+        log "round $ROUND/$ROUNDS"
+        run_target "$name" "$port" "$pid"
+    done
 done
 
 # Proxy-side problems logged during the runs.
@@ -550,6 +586,7 @@ meta = {
     "conns": $CONNS,
     "duration_s": $DURATION,
     "warmup_s": $WARMUP,
+    "rounds": $ROUNDS,
     "h2_streams_per_conn": $H2_STREAMS if "$PROTO" == "h2" else None,
     "load_command": "$(load_cmd PORT "$DURATION")",
     "cpu_accounting": "utime+stime from /proc/PID/stat summed over the process tree, delta over the measured run, / requests completed",
