@@ -33,6 +33,9 @@ use crate::{
     tls,
 };
 
+/// hyper's built-in header count limit (`http1::Builder::max_headers`).
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves `stream` until the client leaves, the connection idles out, or `stop` turns true.
@@ -192,9 +195,14 @@ async fn serve_http<I>(
             // The watchdog enforces the header deadline (see `activity`); hyper's own timer
             // would also cut idle keep-alive connections at the header deadline.
             .header_read_timeout(None)
-            .max_headers(limits.max_request_headers)
+            .writev(false)
             .max_header_size(limits.max_request_headers_bytes)
             .max_buf_size(limits.max_request_headers_bytes.max(8192) + 8192);
+        // hyper parses into a stack array of 100 headers by default; setting any count moves
+        // that array to the heap for every request.
+        if limits.max_request_headers != HYPER_DEFAULT_MAX_HEADERS {
+            builder.max_headers(limits.max_request_headers);
+        }
         let connection = builder.serve_connection(io, service);
         supervise(connection, &activity, limits, stop, drain_timeout).await;
     }

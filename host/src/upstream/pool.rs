@@ -243,6 +243,7 @@ where
         Ok(Conn::Http2(sender))
     } else {
         let (sender, connection) = http1::Builder::new()
+            .writev(false)
             .handshake(io)
             .await
             .map_err(|e| format!("HTTP/1.1 handshake failed: {e}"))?;
