@@ -4,6 +4,7 @@
 
 pub mod balance;
 pub mod endpoint;
+pub mod h1;
 pub mod pool;
 
 use std::sync::{Arc, atomic::AtomicUsize};
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 
 use self::{
     endpoint::{Endpoint, EndpointStatus, Verdict},
-    pool::{ConnectSpec, SendError},
+    pool::{ConnectSpec, ExchangeError, Exchanged, SendError},
 };
 use crate::{
     config::ClusterConfig,
@@ -130,23 +131,33 @@ impl Cluster {
                 }
             };
             match outcome {
-                Ok((response, connection)) => {
-                    let status = response.status();
+                Ok(exchanged) => {
+                    let status = match &exchanged {
+                        Exchanged::Http1(response) => response.status(),
+                        Exchanged::Http2(response) => response.status(),
+                    };
                     if matches!(status.as_u16(), 502..=504) {
                         self.failed(endpoint);
                     } else {
                         endpoint.record_success();
                     }
                     self.stats.codes.inc(status);
-                    let endpoint = endpoint.clone();
-                    return Ok(response.map(|body| {
-                        boxed(Observed::new(body, move |clean| {
-                            drop(in_flight);
-                            if let (true, Some(sender)) = (clean, connection) {
-                                endpoint.pool.put_back(sender);
-                            }
-                        }))
-                    }));
+                    return Ok(match exchanged {
+                        Exchanged::Http1(response) => {
+                            let endpoint = endpoint.clone();
+                            response.map(|mut body| {
+                                body.on_release(Box::new(move |conn| {
+                                    drop(in_flight);
+                                    if let Some(conn) = conn {
+                                        endpoint.pool.put_back(conn);
+                                    }
+                                }));
+                                boxed(body)
+                            })
+                        }
+                        Exchanged::Http2(response) => response
+                            .map(|body| boxed(Observed::new(body, move |_| drop(in_flight)))),
+                    });
                 }
                 Err(SendError::NotSent {
                     request: unsent,
@@ -196,7 +207,7 @@ impl Cluster {
         error
     }
 
-    fn classify(&self, endpoint: &Endpoint, error: &hyper::Error, fresh: bool) -> ProxyError {
+    fn classify(&self, endpoint: &Endpoint, error: &ExchangeError, fresh: bool) -> ProxyError {
         let cluster = self.config.name.to_string();
         let endpoint = endpoint.label.clone();
         let reason = error_chain(error);
@@ -209,7 +220,7 @@ impl Cluster {
                 endpoint,
                 reason,
             }
-        } else if error.is_parse() || error.is_parse_status() || error.is_parse_too_large() {
+        } else if malformed(error) {
             ProxyError::UpstreamMalformed {
                 cluster,
                 endpoint,
@@ -225,8 +236,17 @@ impl Cluster {
     }
 }
 
+/// Whether the upstream's response was not valid HTTP.
+fn malformed(error: &ExchangeError) -> bool {
+    match error {
+        ExchangeError::Http1(h1::Error::Malformed(_)) => true,
+        ExchangeError::Http1(_) => false,
+        ExchangeError::Http2(e) => e.is_parse() || e.is_parse_status() || e.is_parse_too_large(),
+    }
+}
+
 /// Whether the peer ended the connection with a TLS alert.
-fn received_tls_alert(error: &hyper::Error) -> bool {
+fn received_tls_alert(error: &ExchangeError) -> bool {
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         let alert = cause

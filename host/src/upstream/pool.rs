@@ -1,20 +1,16 @@
 //! Upstream connections: establishing them (TCP, then TLS with ALPN), and keeping them — idle
-//! HTTP/1.1 connections in a per-endpoint stack, one shared multiplexed HTTP/2 connection.
-//! A request is handed back untouched when it could not be written, so the caller may retry it.
+//! HTTP/1.1 connections in a per-endpoint stack (probed before reuse), one shared multiplexed
+//! HTTP/2 connection. A request is handed back untouched when it could not be sent, so the
+//! caller may retry it elsewhere.
 
 use std::{net::SocketAddr, sync::Arc, sync::Mutex, time::Duration};
 
 use http::{Request, Response};
-use hyper::{
-    body::Incoming,
-    client::conn::{http1, http2},
-};
+use hyper::{body::Incoming, client::conn::http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
-};
+use tokio::net::TcpStream;
 
+use super::h1::{self, Failure, UpstreamBody};
 use crate::{config::resolved::UpstreamProtocol, http::body::ProxyBody};
 
 /// How to reach a cluster's endpoints.
@@ -28,12 +24,29 @@ pub struct ConnectSpec {
     pub tls: Option<(Arc<rustls::ClientConfig>, crate::config::ClientTlsConfig)>,
 }
 
-/// A connection able to carry a request.
-pub enum Conn {
-    /// An HTTP/1.1 connection, exclusive to one request at a time.
-    Http1(http1::SendRequest<ProxyBody>),
-    /// A handle on a shared HTTP/2 connection.
+/// A freshly established connection.
+enum Conn {
+    Http1(h1::Connection),
     Http2(http2::SendRequest<ProxyBody>),
+}
+
+/// A response as it arrived, by protocol.
+pub enum Exchanged {
+    /// From an HTTP/1.1 connection; its body returns the connection when done.
+    Http1(Response<UpstreamBody>),
+    /// From the shared HTTP/2 connection.
+    Http2(Response<Incoming>),
+}
+
+/// Why an exchange failed after the request went out.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// On an HTTP/1.1 connection.
+    #[error(transparent)]
+    Http1(#[from] h1::Error),
+    /// On the HTTP/2 connection.
+    #[error(transparent)]
+    Http2(#[from] hyper::Error),
 }
 
 /// Why a request could not be sent.
@@ -48,7 +61,7 @@ pub enum SendError {
     /// The request was (at least partly) written, then the exchange failed.
     Failed {
         /// What failed.
-        error: hyper::Error,
+        error: ExchangeError,
         /// Whether the connection was opened for this request (a TLS 1.3 server refusing our
         /// client certificate only says so after the handshake, on the first read).
         fresh: bool,
@@ -56,11 +69,19 @@ pub enum SendError {
 }
 
 /// Connections to one endpoint.
-#[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<Vec<http1::SendRequest<ProxyBody>>>,
+    idle: Mutex<Vec<h1::Connection>>,
     shared: tokio::sync::Mutex<Option<http2::SendRequest<ProxyBody>>>,
     max_idle: usize,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("idle", &self.idle_count())
+            .field("max_idle", &self.max_idle)
+            .finish()
+    }
 }
 
 impl Pool {
@@ -85,31 +106,26 @@ impl Pool {
         }
     }
 
-    /// Returns an HTTP/1.1 connection whose response has been fully read.
-    pub fn put_back(&self, sender: http1::SendRequest<ProxyBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Returns an HTTP/1.1 connection whose exchange ended cleanly.
+    pub fn put_back(&self, conn: h1::Connection) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.max_idle
         {
-            idle.push(sender);
+            idle.push(conn);
         }
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<ProxyBody>> {
-        let mut idle = self.idle.lock().ok()?;
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
+    fn take_idle(&self) -> Option<h1::Connection> {
+        loop {
+            let mut conn = self.idle.lock().ok()?.pop()?;
+            if conn.is_reusable() {
+                return Some(conn);
             }
         }
-        None
     }
 
-    /// Sends `request` on a pooled connection, or on a new one. Returns the response and, for
-    /// HTTP/1.1, the connection to put back once the response body is done. `on_connect` is
-    /// called for each new connection established.
+    /// Sends `request` on a pooled connection, or on a new one. `on_connect` is called for each
+    /// new connection established.
     pub async fn send(
         &self,
         host: &str,
@@ -117,40 +133,52 @@ impl Pool {
         spec: &ConnectSpec,
         mut request: Request<ProxyBody>,
         on_connect: impl Fn(),
-    ) -> Result<(Response<Incoming>, Option<http1::SendRequest<ProxyBody>>), SendError> {
-        loop {
-            let (conn, reused) = match self.checkout(host, port, spec, &on_connect).await {
-                Ok(found) => found,
+    ) -> Result<Exchanged, SendError> {
+        if spec.protocol == UpstreamProtocol::Http2 {
+            match self.shared_h2(host, port, spec, &on_connect).await {
+                Ok(Some(sender)) => return send_h2(sender, request).await,
+                Ok(None) => {} // TLS negotiated HTTP/1.1: fall through.
                 Err(reason) => {
                     return Err(SendError::NotSent {
                         request: Box::new(request),
                         reason,
                     });
                 }
-            };
-            let result = match conn {
-                Conn::Http1(mut sender) => match sender.try_send_request(request).await {
-                    Ok(response) => return Ok((response, Some(sender))),
-                    Err(e) => e,
+            }
+        }
+        loop {
+            let (conn, reused) = match self.take_idle() {
+                Some(conn) => (conn, true),
+                None => match connect(host, port, spec).await {
+                    Ok(Conn::Http1(conn)) => {
+                        on_connect();
+                        (conn, false)
+                    }
+                    Ok(Conn::Http2(sender)) => {
+                        on_connect();
+                        return send_h2(sender, request).await;
+                    }
+                    Err(reason) => {
+                        return Err(SendError::NotSent {
+                            request: Box::new(request),
+                            reason,
+                        });
+                    }
                 },
-                Conn::Http2(mut sender) => match sender.try_send_request(request).await {
-                    Ok(response) => return Ok((response, None)),
-                    Err(e) => e,
-                },
             };
-            let mut error = result;
-            match error.take_message() {
-                // A pooled connection closed under us before anything was written: try a fresh one.
-                Some(unsent) if reused => request = unsent,
-                Some(unsent) => {
+            match h1::send(conn, request, reused).await {
+                Ok(response) => return Ok(Exchanged::Http1(response)),
+                // A pooled connection closed under us: try another, or a fresh one.
+                Err(Failure::NotSent(unsent, _)) if reused => request = *unsent,
+                Err(Failure::NotSent(unsent, error)) => {
                     return Err(SendError::NotSent {
-                        request: Box::new(unsent),
-                        reason: error.into_error().to_string(),
+                        request: unsent,
+                        reason: error.to_string(),
                     });
                 }
-                None => {
+                Err(Failure::Failed(error)) => {
                     return Err(SendError::Failed {
-                        error: error.into_error(),
+                        error: error.into(),
                         fresh: !reused,
                     });
                 }
@@ -158,53 +186,77 @@ impl Pool {
         }
     }
 
-    async fn checkout(
+    /// The shared HTTP/2 connection, established if needed; `None` when TLS negotiation chose
+    /// HTTP/1.1 (the new connection then goes to the idle pool).
+    async fn shared_h2(
         &self,
         host: &str,
         port: u16,
         spec: &ConnectSpec,
         on_connect: &impl Fn(),
-    ) -> Result<(Conn, bool), String> {
-        if spec.protocol == UpstreamProtocol::Http2 {
-            let mut shared = self.shared.lock().await;
-            if let Some(sender) = shared.as_ref().filter(|s| !s.is_closed()) {
-                return Ok((Conn::Http2(sender.clone()), true));
-            }
-            *shared = None;
-            let conn = connect(host, port, spec).await?;
-            on_connect();
-            if let Conn::Http2(sender) = &conn {
-                *shared = Some(sender.clone());
-            }
-            return Ok((conn, false));
+    ) -> Result<Option<http2::SendRequest<ProxyBody>>, String> {
+        let mut shared = self.shared.lock().await;
+        if let Some(sender) = shared.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(Some(sender.clone()));
         }
-        if let Some(mut sender) = self.take_idle()
-            && sender.ready().await.is_ok()
-        {
-            return Ok((Conn::Http1(sender), true));
-        }
+        *shared = None;
         let conn = connect(host, port, spec).await?;
         on_connect();
-        Ok((conn, false))
+        match conn {
+            Conn::Http2(sender) => {
+                *shared = Some(sender.clone());
+                Ok(Some(sender))
+            }
+            Conn::Http1(conn) => {
+                self.put_back(conn);
+                Ok(None)
+            }
+        }
     }
 }
 
-/// Opens a connection within the spec's deadline: resolve, TCP, TLS, HTTP handshake.
+async fn send_h2(
+    mut sender: http2::SendRequest<ProxyBody>,
+    request: Request<ProxyBody>,
+) -> Result<Exchanged, SendError> {
+    match sender.try_send_request(request).await {
+        Ok(response) => Ok(Exchanged::Http2(response)),
+        Err(mut error) => match error.take_message() {
+            Some(unsent) => Err(SendError::NotSent {
+                request: Box::new(unsent),
+                reason: error.into_error().to_string(),
+            }),
+            None => Err(SendError::Failed {
+                error: error.into_error().into(),
+                fresh: false,
+            }),
+        },
+    }
+}
+
+/// Opens a connection within the spec's deadline: resolve, TCP, TLS, and for HTTP/2 the
+/// connection preface.
 async fn connect(host: &str, port: u16, spec: &ConnectSpec) -> Result<Conn, String> {
     let attempt = async {
         let addr = resolve(host, port).await?;
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
         match &spec.tls {
-            None => handshake(tcp, spec.protocol == UpstreamProtocol::Http2).await,
+            None if spec.protocol == UpstreamProtocol::Http2 => handshake_h2(tcp).await,
+            None => Ok(Conn::Http1(h1::Connection::new(h1::Stream::Plain(tcp)))),
             Some((config, tls)) => {
                 let name = crate::tls::server_name(tls, host).map_err(|e| e.to_string())?;
                 let stream = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                handshake(stream, h2).await
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    handshake_h2(stream).await
+                } else {
+                    Ok(Conn::Http1(h1::Connection::new(h1::Stream::Tls(Box::new(
+                        stream,
+                    )))))
+                }
             }
         }
     };
@@ -225,33 +277,18 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host} resolves to no address"))
 }
 
-async fn handshake<I>(io: I, h2: bool) -> Result<Conn, String>
+async fn handshake_h2<I>(io: I) -> Result<Conn, String>
 where
-    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let io = TokioIo::new(io);
-    if h2 {
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .handshake(io)
-            .await
-            .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
-            }
-        });
-        Ok(Conn::Http2(sender))
-    } else {
-        let (sender, connection) = http1::Builder::new()
-            .writev(false)
-            .handshake(io)
-            .await
-            .map_err(|e| format!("HTTP/1.1 handshake failed: {e}"))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
-            }
-        });
-        Ok(Conn::Http1(sender))
-    }
+    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+        }
+    });
+    Ok(Conn::Http2(sender))
 }
