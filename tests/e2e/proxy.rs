@@ -266,3 +266,99 @@ async fn a_large_body_arrives_whole() {
         .expect("echo");
     assert_eq!(reply.body.len(), payload.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_closed_by_the_upstream_is_replaced_transparently() {
+    let mut up = Upstream::http1("web").await.expect("upstream");
+    let weft = Weft::start(&config(&[up.addr], "")).await.expect("weft");
+    let addr = weft.addr("public");
+    assert_eq!(
+        client::h1(addr, client::get("/"))
+            .await
+            .expect("first")
+            .status,
+        200
+    );
+    // The upstream restarts: the pooled keep-alive connection is dead.
+    up.down().await;
+    up.restart().await.expect("restart");
+    for _ in 0..3 {
+        let reply = client::h1(addr, client::get("/")).await.expect("request");
+        assert_eq!(
+            reply.status,
+            200,
+            "a stale pooled connection must not surface: {}",
+            reply.text()
+        );
+    }
+    assert_eq!(up.requests(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_framed_by_close_or_marked_close_arrive_whole_and_are_not_reused() {
+    use weft_e2e::raw::RawUpstream;
+    for (wire, body) in [
+        (
+            &b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end"[..],
+            "until the end",
+        ),
+        (
+            &b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\n\r\nclose"[..],
+            "close",
+        ),
+        (
+            &b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nold"[..],
+            "old",
+        ),
+        (
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nsure"[..],
+            "sure",
+        ),
+    ] {
+        let up = RawUpstream::respond_with(Bytes::from_static(wire))
+            .await
+            .expect("raw upstream");
+        let weft = Weft::start(&config(&[up.addr], "")).await.expect("weft");
+        for round in 1..=2 {
+            let reply = client::h1(weft.addr("public"), client::get("/"))
+                .await
+                .expect("request");
+            assert_eq!(
+                (reply.status, reply.text().as_str()),
+                (200, body),
+                "round {round}"
+            );
+        }
+        assert_eq!(
+            up.connections(),
+            2,
+            "a connection the upstream closes is never reused: {body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_responses_stream_chunk_by_chunk() {
+    let up = Upstream::http1("web").await.expect("upstream");
+    let weft = Weft::start(&config(&[up.addr], "")).await.expect("weft");
+    let request = Request::get("/stream/3").body(()).expect("request");
+    let (body, pending) = stream::h1(weft.addr("public"), request)
+        .await
+        .expect("stream");
+    body.finish();
+    let mut response = pending
+        .response_within(Duration::from_secs(3))
+        .await
+        .expect("headers");
+    let first = response
+        .chunk_within(Duration::from_secs(1))
+        .await
+        .expect("first chunk");
+    assert_eq!(
+        first.as_deref(),
+        Some(&b"chunk\n"[..]),
+        "the first chunk arrives before the others are sent"
+    );
+    let rest = response.finish().await.expect("rest");
+    assert_eq!(rest.body.len(), 12);
+}
