@@ -38,6 +38,16 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Everything a connection is served with, whatever its transport.
+struct Session {
+    shared: Arc<Shared>,
+    listener: Arc<ListenerRuntime>,
+    downstream: Downstream,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+    drain_timeout: Duration,
+}
+
 /// Serves `stream` until the client leaves, the connection idles out, or `stop` turns true.
 pub async fn serve(
     shared: Arc<Shared>,
@@ -52,68 +62,55 @@ pub async fn serve(
     };
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
-    let limits = listener.config.limits.clone();
-    let mut downstream = Downstream {
+    let downstream = Downstream {
         listener: name,
         peer,
         client_address: headers::client_address_value(peer.ip()),
         local,
         tls: None,
     };
+    let header_read_timeout = listener.config.limits.header_read_timeout;
+    let server_tls = listener.tls.clone();
+    let limits = listener.config.limits.clone();
+    let mut session = Session {
+        shared,
+        listener,
+        downstream,
+        limits,
+        stop,
+        drain_timeout,
+    };
 
-    if let Some(server_tls) = &listener.tls {
+    if let Some(server_tls) = server_tls {
         let acceptor = tokio_rustls::TlsAcceptor::from(server_tls.config());
-        let stream = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-            .await
+        let stream = match tokio::time::timeout(header_read_timeout, acceptor.accept(stream)).await
         {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                listener.stats.tls_errors.inc();
-                tracing::debug!(listener = %downstream.listener, client = %peer, error = %e, "TLS handshake failed");
+                session.listener.stats.tls_errors.inc();
+                tracing::debug!(listener = %session.downstream.listener, client = %peer, error = %e, "TLS handshake failed");
                 return;
             }
             Err(_) => {
-                listener.stats.tls_errors.inc();
+                session.listener.stats.tls_errors.inc();
                 return;
             }
         };
-        let session = stream.get_ref().1;
-        let h2 = session.alpn_protocol() == Some(b"h2");
-        downstream.tls = Some(TlsInfo {
-            version: session
+        let tls_session = stream.get_ref().1;
+        let h2 = tls_session.alpn_protocol() == Some(b"h2");
+        session.downstream.tls = Some(TlsInfo {
+            version: tls_session
                 .protocol_version()
                 .map_or("unknown", tls::server::tls_version_name),
-            peer: tls::server::peer_identity(session.peer_certificates()),
+            peer: tls::server::peer_identity(tls_session.peer_certificates()),
         });
-        serve_http(
-            shared,
-            listener,
-            downstream,
-            stream,
-            h2,
-            &limits,
-            stop,
-            drain_timeout,
-        )
-        .await;
+        serve_http(session, stream, h2).await;
     } else {
-        let h2 = match tokio::time::timeout(limits.header_read_timeout, sniff_h2_preface(&stream))
-            .await
-        {
+        let h2 = match tokio::time::timeout(header_read_timeout, sniff_h2_preface(&stream)).await {
             Ok(Ok(h2)) => h2,
             _ => return,
         };
-        serve_http(
-            shared,
-            listener,
-            downstream,
-            stream,
-            h2,
-            &limits,
-            stop,
-            drain_timeout,
-        )
-        .await;
+        serve_http(session, stream, h2).await;
     }
 }
 
@@ -133,19 +130,19 @@ async fn sniff_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_http<I>(
-    shared: Arc<Shared>,
-    listener: Arc<ListenerRuntime>,
-    downstream: Downstream,
-    io: I,
-    h2: bool,
-    limits: &Limits,
-    stop: watch::Receiver<bool>,
-    drain_timeout: Duration,
-) where
+async fn serve_http<I>(session: Session, io: I, h2: bool)
+where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let Session {
+        shared,
+        listener,
+        downstream,
+        limits,
+        stop,
+        drain_timeout,
+    } = session;
+    let limits = &limits;
     let activity = Arc::new(Activity::new(!h2));
     let downstream = Arc::new(downstream);
     let service = {
