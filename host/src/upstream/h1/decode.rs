@@ -2,6 +2,8 @@
 //! responses skipped) and the body framing of RFC 9112 §6.3 — none, `content-length`, chunked
 //! (with trailers), or until the connection closes.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version, header};
 
@@ -41,39 +43,51 @@ pub struct Head {
 /// means more bytes are needed; informational 1xx heads are consumed and skipped.
 pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Malformed> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut slots);
-        let len = match parsed.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-                return Err(Malformed(format!(
-                    "response head larger than {MAX_HEAD_BYTES} bytes"
-                )));
+        // Where each header sits in `buf`: the values are sliced out of the head's bytes once
+        // they are frozen, instead of being copied one by one.
+        let mut fields: Vec<(HeaderName, std::ops::Range<usize>)> = Vec::new();
+        let (len, code, version) = {
+            let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut []);
+            let config = httparse::ParserConfig::default();
+            let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots)
+            {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+                    return Err(Malformed(format!(
+                        "response head larger than {MAX_HEAD_BYTES} bytes"
+                    )));
+                }
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(e) => return Err(Malformed(format!("invalid response head: {e}"))),
+            };
+            let base = buf.as_ptr() as usize;
+            fields.reserve_exact(parsed.headers.len());
+            for h in parsed.headers.iter() {
+                let name = HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|_| Malformed(format!("invalid header name {:?}", h.name)))?;
+                let start = h.value.as_ptr() as usize - base;
+                fields.push((name, start..start + h.value.len()));
             }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(Malformed(format!("invalid response head: {e}"))),
+            (len, parsed.code.unwrap_or(0), parsed.version)
         };
-        let code = parsed.code.unwrap_or(0);
         let status = StatusCode::from_u16(code)
             .map_err(|_| Malformed(format!("invalid status code {code}")))?;
+        let head_bytes = buf.split_to(len).freeze();
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-            buf.advance(len);
             continue;
         }
-        let version = if parsed.version == Some(0) {
+        let version = if version == Some(0) {
             Version::HTTP_10
         } else {
             Version::HTTP_11
         };
-        let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-        for h in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| Malformed(format!("invalid header name {:?}", h.name)))?;
-            let value = HeaderValue::from_bytes(h.value)
+        let mut headers = HeaderMap::with_capacity(fields.len());
+        for (name, range) in fields {
+            let value = HeaderValue::from_maybe_shared(head_bytes.slice(range))
                 .map_err(|_| Malformed(format!("invalid value for header {name}")))?;
             headers.append(name, value);
         }
-        buf.advance(len);
         let framing = framing(status, method, &headers)?;
         let keep_alive = version == Version::HTTP_11
             && !has_token(&headers, header::CONNECTION, "close")
