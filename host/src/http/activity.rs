@@ -28,11 +28,15 @@ pub struct Activity {
     /// Milliseconds after `started` when the last request finished.
     last_done: AtomicU64,
     /// Milliseconds after `started` (plus one, so 0 means none) when bytes of a request head
-    /// arrived with no request in flight.
+    /// arrived with no request in flight; [`HEAD_SEEN`] until the watchdog stamps it, so reads
+    /// cost no clock.
     head_started: AtomicU64,
     /// HTTP/1.1 only: on HTTP/2, bytes between requests are frames, not a request head.
     track_heads: bool,
 }
+
+/// Bytes of a head arrived; the watchdog has not stamped the time yet.
+const HEAD_SEEN: u64 = u64::MAX;
 
 /// Why the watchdog should end a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +71,11 @@ impl Activity {
         self.head_started.store(0, Ordering::Relaxed);
     }
 
-    /// A request's response is done (or abandoned).
-    pub fn request_finished(&self) {
-        self.last_done.store(self.millis(), Ordering::Relaxed);
+    /// A request's response is done (or abandoned) at `now`.
+    pub fn request_finished(&self, now: Instant) {
+        let millis = u64::try_from(now.saturating_duration_since(self.started).as_millis())
+            .unwrap_or(u64::MAX);
+        self.last_done.store(millis, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -78,8 +84,7 @@ impl Activity {
             && self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started.load(Ordering::Relaxed) == 0
         {
-            self.head_started
-                .store(self.millis() + 1, Ordering::Relaxed);
+            self.head_started.store(HEAD_SEEN, Ordering::Relaxed);
         }
     }
 
@@ -90,7 +95,19 @@ impl Activity {
         }
         let now = self.millis();
         let since = |mark: u64| Duration::from_millis(now.saturating_sub(mark));
-        let head = self.head_started.load(Ordering::Relaxed);
+        let mut head = self.head_started.load(Ordering::Relaxed);
+        if head == HEAD_SEEN {
+            // Stamp the head's arrival at this tick, unless a request began meanwhile.
+            head = match self.head_started.compare_exchange(
+                HEAD_SEEN,
+                now + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => now + 1,
+                Err(current) => current,
+            };
+        }
         if head != 0 && since(head - 1) >= limits.header_read_timeout {
             return Some(Expiry::HeadTimeout);
         }
@@ -180,7 +197,7 @@ mod tests {
     fn an_idle_keep_alive_connection_follows_the_idle_timeout_not_the_header_deadline() {
         let activity = Activity::new(true);
         activity.request_started();
-        activity.request_finished();
+        activity.request_finished(Instant::now());
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(
             activity.expired(&limits(10, 1000)),
@@ -194,8 +211,13 @@ mod tests {
     fn a_head_that_trickles_in_hits_the_header_deadline() {
         let activity = Activity::new(true);
         activity.request_started();
-        activity.request_finished();
+        activity.request_finished(Instant::now());
         activity.bytes_read();
+        assert_eq!(
+            activity.expired(&limits(20, 1000)),
+            None,
+            "the watchdog stamps the head's arrival"
+        );
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(
             activity.expired(&limits(20, 1000)),
@@ -213,7 +235,7 @@ mod tests {
     fn http2_frames_between_requests_are_not_a_head() {
         let activity = Activity::new(false);
         activity.request_started();
-        activity.request_finished();
+        activity.request_finished(Instant::now());
         activity.bytes_read();
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(activity.expired(&limits(20, 1000)), None);

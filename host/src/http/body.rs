@@ -33,28 +33,40 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// What to run when an observed body ends: `clean` says whether it ended normally.
+pub trait OnEnd {
+    /// Runs once.
+    fn on_end(self, clean: bool);
+}
+
+impl<F: FnOnce(bool)> OnEnd for F {
+    fn on_end(self, clean: bool) {
+        self(clean)
+    }
+}
+
 pin_project_lite::pin_project! {
     /// Wraps a body and runs `on_end` exactly once: with `true` when the body ended cleanly
     /// (its last frame was read, or it reports `is_end_stream`), with `false` when it failed or
     /// was dropped before its end.
-    pub struct Observed<B: Body, F: FnOnce(bool)> {
+    pub struct Observed<B: Body, F: OnEnd> {
         #[pin]
         inner: B,
         on_end: Option<F>,
     }
 
-    impl<B: Body, F: FnOnce(bool)> PinnedDrop for Observed<B, F> {
+    impl<B: Body, F: OnEnd> PinnedDrop for Observed<B, F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(on_end) = this.on_end.take() {
                 // hyper stops polling once `is_end_stream` says so; that is a clean end too.
-                on_end(this.inner.is_end_stream());
+                on_end.on_end(this.inner.is_end_stream());
             }
         }
     }
 }
 
-impl<B: Body, F: FnOnce(bool)> Observed<B, F> {
+impl<B: Body, F: OnEnd> Observed<B, F> {
     /// Observes `inner`.
     pub fn new(inner: B, on_end: F) -> Self {
         Self {
@@ -64,7 +76,7 @@ impl<B: Body, F: FnOnce(bool)> Observed<B, F> {
     }
 }
 
-impl<B: Body, F: FnOnce(bool)> Body for Observed<B, F> {
+impl<B: Body, F: OnEnd> Body for Observed<B, F> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -84,7 +96,7 @@ impl<B: Body, F: FnOnce(bool)> Body for Observed<B, F> {
         if let Some(clean) = ended
             && let Some(on_end) = this.on_end.take()
         {
-            on_end(clean);
+            on_end.on_end(clean);
         }
         polled
     }

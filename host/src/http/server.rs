@@ -23,7 +23,7 @@ use tokio::{
 
 use super::{
     activity::{Activity, Expiry, Watched},
-    body::{Observed, ProxyBody, boxed},
+    body::{Observed, OnEnd, ProxyBody},
     headers,
     proxy::{self, Downstream, TlsInfo},
 };
@@ -165,15 +165,12 @@ where
                     .unwrap_or(fallback);
                 let response = proxy::handle(runtime, listener.clone(), &downstream, request).await;
                 listener.stats.codes.inc(response.status());
-                Ok::<_, Infallible>(response.map(|body| {
-                    boxed(Observed::new(body, move |_| {
-                        listener
-                            .stats
-                            .duration
-                            .observe(started.elapsed().as_secs_f64());
-                        activity.request_finished();
-                    }))
-                }))
+                let done = RequestDone {
+                    listener,
+                    activity,
+                    started,
+                };
+                Ok::<_, Infallible>(response.map(|body| Observed::new(body, done)))
             }
         })
     };
@@ -205,6 +202,27 @@ where
     }
 }
 
+/// The end of a request's response body: its duration recorded, the connection's activity
+/// updated. A named type rather than a closure, so the response body type is nameable and needs
+/// no second box.
+struct RequestDone {
+    listener: Arc<ListenerRuntime>,
+    activity: Arc<Activity>,
+    started: Instant,
+}
+
+impl OnEnd for RequestDone {
+    fn on_end(self, _clean: bool) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.started);
+        self.listener.stats.duration.observe(elapsed.as_secs_f64());
+        self.activity.request_finished(now);
+    }
+}
+
+/// The body of every downstream response.
+type ResponseBody = Observed<ProxyBody, RequestDone>;
+
 /// A hyper server connection that can be asked to finish gracefully.
 trait Graceful: Future<Output = hyper::Result<()>> {
     fn shutdown(self: Pin<&mut Self>);
@@ -212,7 +230,7 @@ trait Graceful: Future<Output = hyper::Result<()>> {
 
 impl<I, S> Graceful for conn::http1::Connection<I, S>
 where
-    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
+    S: hyper::service::HttpService<Incoming, ResBody = ResponseBody>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
 {
@@ -223,11 +241,11 @@ where
 
 impl<I, S> Graceful for conn::http2::Connection<I, S, TokioExecutor>
 where
-    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
+    S: hyper::service::HttpService<Incoming, ResBody = ResponseBody>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Future: Send + 'static,
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, ProxyBody>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, ResponseBody>,
 {
     fn shutdown(self: Pin<&mut Self>) {
         self.graceful_shutdown();
