@@ -134,11 +134,6 @@ impl ProxyError {
         }
     }
 
-    /// Whether trying another endpoint may help: only when nothing of the request was sent.
-    pub fn retryable(&self) -> bool {
-        matches!(self, Self::ConnectFailed { .. })
-    }
-
     /// The response the client receives: the status and a one-line body naming the cause.
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();

@@ -263,7 +263,7 @@ fn received_tls_alert(error: &ExchangeError) -> bool {
 }
 
 /// An error and its sources on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
