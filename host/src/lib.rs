@@ -25,3 +25,4 @@ pub mod metrics;
 pub mod runtime;
 pub mod tls;
 pub mod upstream;
+pub mod wasm;

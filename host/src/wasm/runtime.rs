@@ -1,0 +1,277 @@
+//! The Wasm runtime: one `wasmtime::Engine` per process with weft's fixed choices, in one place.
+//!
+//! - **Async calls with epoch interruption.** Guests run through `call_async`; an epoch ticker
+//!   thread advances the engine's epoch every [`EngineSettings::tick`]. At each tick a running
+//!   guest yields to the tokio scheduler — so a guest that loops never stalls other requests on
+//!   the same worker thread — and once its call has run past its deadline it traps.
+//! - **Memory caps.** The pooling allocator bounds the pool (instances, memory per instance);
+//!   each store carries `StoreLimits` with its plugin's own cap, and a `memory.grow` past it
+//!   fails inside the guest (returns -1), as the Wasm spec allows.
+//! - **Compile once.** Modules are cached by the sha256 of their bytes.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use weft_host::wasm::{EngineSettings, GuestLimits, GuestState, WasmRuntime};
+//!
+//! tokio::runtime::Runtime::new()?.block_on(async {
+//!     let runtime = WasmRuntime::new(EngineSettings::default())?;
+//!     let module = runtime.compile(br#"(module (func (export "answer") (result i32) i32.const 42))"#)?;
+//!     let limits = GuestLimits { deadline: Duration::from_millis(100), memory_bytes: 16 << 20 };
+//!     let mut store = runtime.store(GuestState::new(limits, ()));
+//!     let instance = wasmtime::Linker::new(runtime.engine()).instantiate_async(&mut store, &module.module).await?;
+//!     let answer = instance.get_typed_func::<(), i32>(&mut store, "answer")?;
+//!     assert_eq!(runtime.call(&mut store, &answer, ()).await?, 42);
+//!     Ok(())
+//! })
+//! # }
+//! ```
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, Weak},
+    time::{Duration, Instant},
+};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig, Store,
+    StoreContextMut, StoreLimits, StoreLimitsBuilder, TypedFunc, UpdateDeadline, WasmParams,
+    WasmResults,
+};
+
+/// Engine-wide settings, fixed for the life of the process.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Instances that may exist at once (the pooling allocator's slots).
+    pub max_instances: u32,
+    /// The largest linear memory any instance may have; per-plugin caps are at most this.
+    pub max_memory_bytes: usize,
+    /// Epoch period: how often a running guest yields and its deadline is checked.
+    pub tick: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            max_instances: 1000,
+            max_memory_bytes: 256 << 20,
+            tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Limits of one guest (one plugin's instances).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestLimits {
+    /// Longest a single call into the guest may run.
+    pub deadline: Duration,
+    /// Largest linear memory of an instance.
+    pub memory_bytes: usize,
+}
+
+/// A failure of the runtime or of a guest.
+#[derive(Debug, thiserror::Error)]
+pub enum WasmError {
+    /// The module is not valid WebAssembly (or not for this engine).
+    #[error("invalid module: {0}")]
+    Invalid(String),
+    /// A call ran past its deadline.
+    #[error("guest call exceeded its deadline of {0:?}")]
+    Deadline(Duration),
+    /// The guest trapped (panic, unreachable, out-of-bounds access…).
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    /// The engine could not be set up.
+    #[error("wasm engine: {0}")]
+    Engine(String),
+}
+
+impl From<wasmtime::Error> for WasmError {
+    fn from(error: wasmtime::Error) -> Self {
+        if let Some(deadline) = error.downcast_ref::<DeadlineExceeded>() {
+            return Self::Deadline(deadline.0);
+        }
+        Self::Trap(format!("{error:#}"))
+    }
+}
+
+/// The error an epoch callback raises once a call is past its deadline.
+#[derive(Debug)]
+struct DeadlineExceeded(Duration);
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "deadline of {:?} exceeded", self.0)
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// A compiled module and its digest.
+#[derive(Clone)]
+pub struct CompiledModule {
+    /// sha256 of the module's bytes.
+    pub sha256: [u8; 32],
+    /// The compiled module; cheap to clone.
+    pub module: Module,
+}
+
+impl CompiledModule {
+    /// The digest as lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// What every store carries: its limits, the running call's start, and the embedder's data.
+pub struct GuestState<T> {
+    limits: GuestLimits,
+    store_limits: StoreLimits,
+    call_started: Option<Instant>,
+    /// The embedder's per-instance data (the proxy-wasm context state, later).
+    pub data: T,
+}
+
+impl<T> GuestState<T> {
+    /// State for a guest with `limits`.
+    pub fn new(limits: GuestLimits, data: T) -> Self {
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .instances(1)
+            .tables(4)
+            .build();
+        Self {
+            limits,
+            store_limits,
+            call_started: None,
+            data,
+        }
+    }
+}
+
+/// The process's Wasm engine and module cache.
+pub struct WasmRuntime {
+    engine: Engine,
+    modules: Mutex<HashMap<[u8; 32], Module>>,
+    settings: EngineSettings,
+}
+
+impl WasmRuntime {
+    /// Builds the engine and starts its epoch ticker (which stops when the runtime is dropped).
+    pub fn new(settings: EngineSettings) -> Result<Arc<Self>, WasmError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(settings.max_instances)
+            .total_memories(settings.max_instances)
+            .total_tables(settings.max_instances)
+            .max_memory_size(settings.max_memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // Reserve only what an instance may use: many small reservations instead of 4 GiB each.
+        let reservation = u64::try_from(settings.max_memory_bytes).unwrap_or(u64::MAX);
+        config
+            .memory_reservation(reservation)
+            .memory_guard_size(64 << 10);
+        let engine = Engine::new(&config).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
+        let runtime = Arc::new(Self {
+            engine,
+            modules: Mutex::new(HashMap::new()),
+            settings,
+        });
+        spawn_ticker(Arc::downgrade(&runtime));
+        Ok(runtime)
+    }
+
+    /// The engine, for linkers and modules.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `bytes` (binary or text format), or returns the cached module with that digest.
+    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, WasmError> {
+        let sha256: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(module) = self
+            .modules
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&sha256).cloned())
+        {
+            return Ok(CompiledModule { sha256, module });
+        }
+        let module =
+            Module::new(&self.engine, bytes).map_err(|e| WasmError::Invalid(format!("{e:#}")))?;
+        if let Ok(mut modules) = self.modules.lock() {
+            modules.insert(sha256, module.clone());
+        }
+        Ok(CompiledModule { sha256, module })
+    }
+
+    /// Modules in the cache.
+    pub fn cached_modules(&self) -> usize {
+        self.modules.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// A store for one instance, with its memory cap and the deadline policy installed.
+    pub fn store<T: Send + 'static>(&self, state: GuestState<T>) -> Store<GuestState<T>> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.store_limits);
+        store.epoch_deadline_callback(|context: StoreContextMut<'_, GuestState<T>>| {
+            let state = context.data();
+            match state.call_started {
+                Some(started) if started.elapsed() >= state.limits.deadline => Err(
+                    wasmtime::Error::new(DeadlineExceeded(state.limits.deadline)),
+                ),
+                // Still within its deadline: let other tasks run, then continue.
+                _ => Ok(UpdateDeadline::Yield(1)),
+            }
+        });
+        store
+    }
+
+    /// Calls `func` with `params` under the guest's deadline.
+    pub async fn call<T, P, R>(
+        &self,
+        store: &mut Store<GuestState<T>>,
+        func: &TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, WasmError>
+    where
+        T: Send,
+        P: WasmParams + Sync,
+        R: WasmResults + Sync,
+    {
+        store.data_mut().call_started = Some(Instant::now());
+        store.set_epoch_deadline(1);
+        let result = func.call_async(&mut *store, params).await;
+        store.data_mut().call_started = None;
+        result.map_err(WasmError::from)
+    }
+
+    /// The engine settings.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+}
+
+/// Advances the engine's epoch every tick until the runtime is gone.
+fn spawn_ticker(runtime: Weak<WasmRuntime>) {
+    let tick = runtime
+        .upgrade()
+        .map_or(Duration::from_millis(10), |r| r.settings.tick);
+    let spawned = std::thread::Builder::new()
+        .name("weft-wasm-epoch".into())
+        .spawn(move || {
+            while let Some(runtime) = runtime.upgrade() {
+                runtime.engine.increment_epoch();
+                drop(runtime);
+                std::thread::sleep(tick);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the wasm epoch ticker; guest deadlines will not be enforced");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+//! Unit tests for the runtime: compile-once caching, deadlines that trap without stalling other
+//! tasks on the same thread, memory caps, traps as errors.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use wasmtime::{Linker, Store};
+
+use super::*;
+
+const LOOP: &str = r#"(module (func (export "spin") (loop br 0)))"#;
+const GROW: &str = r#"(module (memory 1) (func (export "grow") (param i32) (result i32) local.get 0 memory.grow))"#;
+const TRAP: &str = r#"(module (func (export "boom") unreachable))"#;
+
+fn limits(deadline_ms: u64, memory_bytes: usize) -> GuestLimits {
+    GuestLimits {
+        deadline: Duration::from_millis(deadline_ms),
+        memory_bytes,
+    }
+}
+
+async fn start(
+    runtime: &WasmRuntime,
+    wat: &str,
+    limits: GuestLimits,
+) -> (Store<GuestState<()>>, wasmtime::Instance) {
+    let module = runtime.compile(wat.as_bytes()).expect("compiles");
+    let mut store = runtime.store(GuestState::new(limits, ()));
+    let instance = Linker::new(runtime.engine())
+        .instantiate_async(&mut store, &module.module)
+        .await
+        .expect("instantiates");
+    (store, instance)
+}
+
+fn runtime() -> Arc<WasmRuntime> {
+    let settings = EngineSettings {
+        max_instances: 16,
+        max_memory_bytes: 16 << 20,
+        tick: Duration::from_millis(5),
+    };
+    WasmRuntime::new(settings).expect("engine")
+}
+
+#[test]
+fn modules_are_compiled_once_per_digest() {
+    let runtime = runtime();
+    let a = runtime.compile(LOOP.as_bytes()).expect("compiles");
+    let b = runtime.compile(LOOP.as_bytes()).expect("compiles");
+    assert!(
+        wasmtime::Module::same(&a.module, &b.module),
+        "the same bytes give the cached module"
+    );
+    assert_eq!(a.sha256, b.sha256);
+    assert_eq!(a.sha256_hex().len(), 64);
+    let c = runtime.compile(TRAP.as_bytes()).expect("compiles");
+    assert_ne!(a.sha256, c.sha256);
+    assert_eq!(runtime.cached_modules(), 2);
+}
+
+#[test]
+fn invalid_modules_are_errors() {
+    let runtime = runtime();
+    assert!(matches!(
+        runtime.compile(b"\0asm garbage"),
+        Err(WasmError::Invalid(_))
+    ));
+    assert!(matches!(
+        runtime.compile(b"(module (func (export \"f\") (result i32)))"),
+        Err(WasmError::Invalid(_))
+    ));
+    assert_eq!(runtime.cached_modules(), 0);
+}
+
+/// A guest that loops fails its own call at its deadline, and while it loops another task on
+/// the very same thread keeps running.
+#[tokio::test(flavor = "current_thread")]
+async fn a_looping_guest_hits_its_deadline_without_stalling_its_thread() {
+    let runtime = runtime();
+    let (mut store, instance) = start(&runtime, LOOP, limits(150, 1 << 20)).await;
+    let spin = instance
+        .get_typed_func::<(), ()>(&mut store, "spin")
+        .expect("export");
+    let ticks = Arc::new(AtomicU64::new(0));
+    let counter = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                ticks.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let started = Instant::now();
+    let result = runtime.call(&mut store, &spin, ()).await;
+    let took = started.elapsed();
+    counter.abort();
+    assert!(
+        matches!(result, Err(WasmError::Deadline(d)) if d == Duration::from_millis(150)),
+        "{result:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_millis(600),
+        "{took:?}"
+    );
+    // A guest that blocked its thread would leave the counter at 0; a yielding one lets it run
+    // every few ticks (about every 10 ms here, against 2 ms when idle).
+    let ran = ticks.load(Ordering::Relaxed);
+    assert!(
+        ran >= 5,
+        "the thread kept running other tasks while the guest looped: {ran} runs"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn memory_growth_stops_at_the_guest_cap() {
+    let runtime = runtime();
+    // 4 pages (256 KiB) allowed: one is there, three more fit, a fourth does not.
+    let (mut store, instance) = start(&runtime, GROW, limits(100, 4 * 65536)).await;
+    let grow = instance
+        .get_typed_func::<i32, i32>(&mut store, "grow")
+        .expect("export");
+    assert_eq!(
+        runtime.call(&mut store, &grow, 3).await.expect("call"),
+        1,
+        "previous size in pages"
+    );
+    assert_eq!(
+        runtime.call(&mut store, &grow, 1).await.expect("call"),
+        -1,
+        "past the cap the guest sees failure"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_trap_is_an_error_and_the_next_instance_is_fine() {
+    let runtime = runtime();
+    let (mut store, instance) = start(&runtime, TRAP, limits(100, 1 << 20)).await;
+    let boom = instance
+        .get_typed_func::<(), ()>(&mut store, "boom")
+        .expect("export");
+    let result = runtime.call(&mut store, &boom, ()).await;
+    assert!(
+        matches!(result, Err(WasmError::Trap(ref m)) if m.contains("unreachable")),
+        "{result:?}"
+    );
+    // Instances come from the pool again and again.
+    for _ in 0..50 {
+        let (mut store, instance) = start(&runtime, GROW, limits(100, 1 << 20)).await;
+        let grow = instance
+            .get_typed_func::<i32, i32>(&mut store, "grow")
+            .expect("export");
+        assert_eq!(runtime.call(&mut store, &grow, 0).await.expect("call"), 1);
+    }
+}
