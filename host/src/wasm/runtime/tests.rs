@@ -158,3 +158,35 @@ async fn a_trap_is_an_error_and_the_next_instance_is_fine() {
         assert_eq!(runtime.call(&mut store, &grow, 0).await.expect("call"), 1);
     }
 }
+
+/// Filters written with the upstream proxy-wasm SDK, built for both targets, compile here; what
+/// they import from `env` is exactly the ABI's host functions, and each exports the ABI version.
+#[test]
+fn real_sdk_filters_compile_for_both_targets() {
+    let runtime = runtime();
+    for (name, target, path) in weft_test_artifacts::ALL {
+        let bytes = std::fs::read(path)
+            .unwrap_or_else(|e| panic!("{name} for {target}: cannot read {path}: {e}"));
+        let compiled = runtime
+            .compile(&bytes)
+            .unwrap_or_else(|e| panic!("{name} for {target}: {e}"));
+        let module = &compiled.module;
+        assert!(
+            module
+                .exports()
+                .any(|e| e.name() == "proxy_abi_version_0_2_1"),
+            "{name} for {target} exports the ABI version"
+        );
+        for import in module
+            .imports()
+            .filter(|i| i.module() == weft_abi::HOST_MODULE)
+        {
+            assert!(
+                weft_abi::HOST_FUNCTIONS.contains(&import.name()),
+                "{name} for {target} imports unknown env.{}",
+                import.name()
+            );
+        }
+    }
+    assert_eq!(runtime.cached_modules(), weft_test_artifacts::ALL.len());
+}
