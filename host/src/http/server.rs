@@ -181,7 +181,7 @@ where
             u32::try_from(limits.max_request_headers_bytes).unwrap_or(u32::MAX),
         );
         let connection = builder.serve_connection(io, service);
-        supervise(connection, &activity, limits, stop, drain_timeout).await;
+        supervise(connection, activity, limits.clone(), stop, drain_timeout).await;
     } else {
         let mut builder = conn::http1::Builder::new();
         builder
@@ -198,7 +198,7 @@ where
             builder.max_headers(limits.max_request_headers);
         }
         let connection = builder.serve_connection(io, service);
-        supervise(connection, &activity, limits, stop, drain_timeout).await;
+        supervise(connection, activity, limits.clone(), stop, drain_timeout).await;
     }
 }
 
@@ -252,53 +252,96 @@ where
     }
 }
 
-/// Drives a connection to its end, closing it gracefully when it idles (no request in flight for
-/// `idleTimeout`; no first request within `headerReadTimeout`) or when `stop` turns true. A
-/// connection that does not finish within the grace period after that is dropped.
+/// What a connection's watchdog asks of it.
+enum Order {
+    /// Finish gracefully: GOAWAY on HTTP/2, `Connection: close` after the current response.
+    Shutdown,
+    /// Close now.
+    Close,
+}
+
+/// Drives a connection to its end, obeying its watchdog. The watchdog runs as its own task, so
+/// each wakeup of the connection costs one channel check rather than a timer poll.
 async fn supervise<C: Graceful>(
     connection: C,
-    activity: &Activity,
-    limits: &Limits,
-    mut stop: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) {
+    let (orders, mut received) = tokio::sync::mpsc::channel(2);
+    let watchdog = tokio::spawn(watchdog(activity, limits, stop, drain_timeout, orders));
+    let _watchdog = AbortOnDrop(watchdog);
     tokio::pin!(connection);
-    let period = (limits.idle_timeout.min(limits.header_read_timeout) / 4)
-        .clamp(Duration::from_millis(10), Duration::from_secs(1));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut closing: Option<Instant> = None;
-    if *stop.borrow_and_update() {
-        connection.as_mut().shutdown();
-        closing = Some(Instant::now() + drain_timeout);
-    }
     loop {
         tokio::select! {
+            biased;
             result = connection.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "downstream connection ended with an error");
                 }
                 return;
             }
+            order = received.recv() => match order {
+                Some(Order::Shutdown) => connection.as_mut().shutdown(),
+                Some(Order::Close) | None => return,
+            },
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Watches a connection: asks it to finish gracefully when it idles (no request in flight for
+/// `idleTimeout`; no first request within `headerReadTimeout`) or when `stop` turns true, and to
+/// close at once when a request head stalls past `headerReadTimeout` or when a graceful finish
+/// overruns its grace period.
+async fn watchdog(
+    activity: Arc<Activity>,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+    drain_timeout: Duration,
+    orders: tokio::sync::mpsc::Sender<Order>,
+) {
+    let period = (limits.idle_timeout.min(limits.header_read_timeout) / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing: Option<Instant> = None;
+    if *stop.borrow_and_update() {
+        let _ = orders.send(Order::Shutdown).await;
+        closing = Some(Instant::now() + drain_timeout);
+    }
+    loop {
+        tokio::select! {
             _ = stop.changed(), if closing.is_none() => {
-                connection.as_mut().shutdown();
+                let _ = orders.send(Order::Shutdown).await;
                 closing = Some(Instant::now() + drain_timeout);
             }
             _ = tick.tick() => {
                 if let Some(deadline) = closing {
                     if Instant::now() >= deadline {
+                        let _ = orders.send(Order::Close).await;
                         return;
                     }
                     continue;
                 }
-                match activity.expired(limits) {
+                match activity.expired(&limits) {
                     None => {}
                     Some(Expiry::HeadTimeout) => {
                         tracing::debug!("request head not received within headerReadTimeout; closing");
+                        let _ = orders.send(Order::Close).await;
                         return;
                     }
                     Some(Expiry::Idle) => {
-                        connection.as_mut().shutdown();
+                        let _ = orders.send(Order::Shutdown).await;
                         closing = Some(Instant::now() + Duration::from_secs(1));
                     }
                 }
