@@ -1,7 +1,9 @@
 //! WebAssembly filters: the runtime that compiles and runs guest modules under deadlines and
-//! memory caps (`runtime`), and the state plugins share across instances and workers (`shared`).
+//! memory caps (`runtime`), the state plugins share across instances and workers (`shared`),
+//! and the metrics they define (`metrics`).
 //! The proxy-wasm host functions and filter chains build on them.
 
+pub mod metrics;
 pub mod runtime;
 pub mod shared;
 
