@@ -1,9 +1,10 @@
 //! WebAssembly filters: the runtime that compiles and runs guest modules under deadlines and
 //! memory caps (`runtime`), the state plugins share across instances and workers (`shared`),
-//! and the metrics they define (`metrics`).
+//! the metrics they define (`metrics`), and the properties they read (`properties`).
 //! The proxy-wasm host functions and filter chains build on them.
 
 pub mod metrics;
+pub mod properties;
 pub mod runtime;
 pub mod shared;
 
