@@ -46,6 +46,20 @@ fn hop_by_hop(name: &HeaderName) -> Option<usize> {
     })
 }
 
+/// The comma-separated tokens of every `name` header, trimmed, empty ones skipped:
+/// `Connection: keep-alive, x-a` gives `keep-alive` and `x-a`.
+pub fn list_tokens<'a>(
+    headers: &'a HeaderMap,
+    name: HeaderName,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names. A `te` that
 /// accepts `trailers` is reduced to `te: trailers` when `keep_te_trailers` is set: the upstream
 /// then knows the client takes trailers (gRPC needs it), as Envoy does.
@@ -63,20 +77,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
         return;
     }
     let te_trailers = keep_te_trailers
-        && headers.get_all(header::TE).iter().any(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-            })
-        });
+        && list_tokens(headers, header::TE).any(|t| t.eq_ignore_ascii_case(b"trailers"));
     if named_by_connection {
         // `Connection: keep-alive` / `close` are the common cases and name nothing else to
         // remove; only other tokens cost a parse.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
+        let named: Vec<HeaderName> = list_tokens(headers, header::CONNECTION)
             .filter(|token| {
                 !token.eq_ignore_ascii_case(b"keep-alive") && !token.eq_ignore_ascii_case(b"close")
             })
@@ -190,6 +195,17 @@ mod tests {
             );
         }
         headers
+    }
+
+    #[test]
+    fn list_tokens_split_trim_and_skip_empties_across_header_lines() {
+        let headers = map(&[
+            ("connection", " keep-alive ,, x-a"),
+            ("connection", "close"),
+            ("te", "trailers"),
+        ]);
+        let tokens: Vec<&[u8]> = list_tokens(&headers, header::CONNECTION).collect();
+        assert_eq!(tokens, vec![&b"keep-alive"[..], b"x-a", b"close"]);
     }
 
     #[test]

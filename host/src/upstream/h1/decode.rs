@@ -7,6 +7,8 @@ use std::mem::MaybeUninit;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version, header};
 
+use crate::http::headers::list_tokens;
+
 /// The largest response head accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
@@ -90,7 +92,7 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, M
         }
         let framing = framing(status, method, &headers)?;
         let keep_alive = version == Version::HTTP_11
-            && !has_token(&headers, header::CONNECTION, "close")
+            && !list_tokens(&headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"close"))
             && framing != BodyFraming::UntilClose
             && status != StatusCode::SWITCHING_PROTOCOLS;
         let mut response = Response::new(());
@@ -119,15 +121,9 @@ fn framing(
     }
     if headers.contains_key(header::TRANSFER_ENCODING) {
         // The last coding decides; a body that is not chunked last runs until close.
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty());
+        let last = list_tokens(headers, header::TRANSFER_ENCODING).last();
         return Ok(match last {
-            Some(t) if t.eq_ignore_ascii_case("chunked") => BodyFraming::Chunked,
+            Some(t) if t.eq_ignore_ascii_case(b"chunked") => BodyFraming::Chunked,
             _ => BodyFraming::UntilClose,
         });
     }
@@ -152,15 +148,6 @@ fn framing(
         Some(n) => BodyFraming::Length(n),
         None => BodyFraming::UntilClose,
     })
-}
-
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// What the body decoder produced from the buffered bytes.
