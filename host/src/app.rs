@@ -99,15 +99,7 @@ impl App {
                 let socket = TcpListener::bind(listener.address).await.with_context(|| {
                     format!("cannot bind listener `{name}` on {}", listener.address)
                 })?;
-                let handle = ListenerHandle::spawn(
-                    shared.clone(),
-                    name.clone(),
-                    socket,
-                    listener.address,
-                    options.drain_timeout,
-                )?;
-                tracing::info!(listener = %name, address = %handle.local_addr, tls = listener.tls.is_some(), "listening");
-                state.listeners.insert(name.clone(), handle);
+                core.serve_listener(&mut state, name.clone(), socket, listener.address)?;
             }
             core.publish_addresses(&state);
         }
@@ -259,22 +251,39 @@ impl Core {
             kept
         });
         for (name, configured, socket) in bound {
-            match ListenerHandle::spawn(
-                self.shared.clone(),
-                name.clone(),
-                socket,
-                configured,
-                self.options.drain_timeout,
-            ) {
-                Ok(handle) => {
-                    tracing::info!(listener = %name, address = %handle.local_addr, "listening");
-                    state.listeners.insert(name, handle);
-                }
-                Err(e) => tracing::error!(listener = %name, error = %e, "cannot start listener"),
+            if let Err(e) = self.serve_listener(state, name.clone(), socket, configured) {
+                tracing::error!(listener = %name, error = %e, "cannot start listener");
             }
         }
         self.publish_addresses(state);
         Ok(true)
+    }
+
+    /// Starts accepting on a bound socket and records the listener as running.
+    fn serve_listener(
+        &self,
+        state: &mut State,
+        name: Arc<str>,
+        socket: TcpListener,
+        configured: SocketAddr,
+    ) -> std::io::Result<()> {
+        let handle = ListenerHandle::spawn(
+            self.shared.clone(),
+            name.clone(),
+            socket,
+            configured,
+            self.options.drain_timeout,
+        )?;
+        let tls = self
+            .shared
+            .runtime
+            .load()
+            .listeners
+            .get(&name)
+            .is_some_and(|l| l.tls.is_some());
+        tracing::info!(listener = %name, address = %handle.local_addr, tls, "listening");
+        state.listeners.insert(name, handle);
+        Ok(())
     }
 
     fn publish_addresses(&self, state: &State) {
