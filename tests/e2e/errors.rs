@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use weft_e2e::client::{self, H1Conn, Reply};
-use weft_e2e::raw::{RawUpstream, raw_exchange, statuses};
+use weft_e2e::raw::{Misbehaviour, RawUpstream, raw_exchange, statuses};
 use weft_e2e::upstream::Upstream;
 use weft_e2e::weft::Weft;
 
@@ -93,11 +93,12 @@ async fn upstream_502s(weft: &Weft) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_reset_is_502_naming_the_cluster() {
-    let raw = RawUpstream::reset()
+/// An upstream that takes the request and then fails the exchange (`behaviour`) gives a 502
+/// naming the cluster and the endpoint, and the request is not retried.
+async fn reset_after_the_request_is_502(behaviour: Misbehaviour) {
+    let raw = RawUpstream::start(behaviour)
         .await
-        .expect("start a resetting upstream");
+        .expect("start a misbehaving upstream");
     let weft = start(&[raw.addr], "").await;
     let reply = client::h1(weft.addr("public"), client::get("/"))
         .await
@@ -116,25 +117,13 @@ async fn upstream_reset_is_502_naming_the_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_reset_is_502_naming_the_cluster() {
+    reset_after_the_request_is_502(Misbehaviour::Reset).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_close_without_reply_is_502_naming_the_cluster() {
-    let raw = RawUpstream::close()
-        .await
-        .expect("start a closing upstream");
-    let weft = start(&[raw.addr], "").await;
-    let reply = client::h1(weft.addr("public"), client::get("/"))
-        .await
-        .expect("request through weft");
-    assert_weft_error(
-        &reply,
-        502,
-        &["upstream reset in cluster web", &raw.addr.to_string()],
-    );
-    assert_eq!(
-        raw.connections(),
-        1,
-        "the request was sent once, not retried"
-    );
-    assert_eq!(upstream_502s(&weft).await, 1.0);
+    reset_after_the_request_is_502(Misbehaviour::Close).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

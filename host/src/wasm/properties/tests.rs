@@ -40,6 +40,38 @@ fn plugin() -> PluginIdentity {
     }
 }
 
+/// What every lookup needs besides the request and response: a connection, a plugin, and the
+/// values filters stored.
+struct Fixture {
+    down: Downstream,
+    plugin: PluginIdentity,
+    stored: HashMap<String, Bytes>,
+}
+
+impl Fixture {
+    fn new(peer: Option<PeerIdentity>) -> Self {
+        Self {
+            down: downstream(peer),
+            plugin: plugin(),
+            stored: HashMap::new(),
+        }
+    }
+
+    fn props<'a>(
+        &'a self,
+        request: Option<RequestView<'a>>,
+        response: Option<ResponseView<'a>>,
+    ) -> Properties<'a> {
+        Properties {
+            downstream: &self.down,
+            request,
+            response,
+            plugin: &self.plugin,
+            stored: &self.stored,
+        }
+    }
+}
+
 fn request_headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert("host", HeaderValue::from_static("api.example"));
@@ -59,22 +91,17 @@ fn request_and_connection_properties_use_envoys_names_and_encodings() {
     let uri: Uri = "/v1/items?limit=5".parse().expect("uri");
     let headers = request_headers();
     let time = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let down = downstream(None);
-    let stored = HashMap::new();
-    let plugin = plugin();
-    let props = Properties {
-        downstream: &down,
-        request: Some(RequestView {
+    let fixture = Fixture::new(None);
+    let props = fixture.props(
+        Some(RequestView {
             method: &Method::POST,
             uri: &uri,
             version: Version::HTTP_2,
             headers: &headers,
             time,
         }),
-        response: None,
-        plugin: &plugin,
-        stored: &stored,
-    };
+        None,
+    );
     let text = |path: &str| String::from_utf8(get(&props, path).expect(path)).expect("utf8");
     assert_eq!(
         text("request.path"),
@@ -118,16 +145,8 @@ fn request_and_connection_properties_use_envoys_names_and_encodings() {
 
 #[test]
 fn unknown_paths_and_values_not_yet_known_are_not_found() {
-    let down = downstream(None);
-    let stored = HashMap::new();
-    let plugin = plugin();
-    let props = Properties {
-        downstream: &down,
-        request: None,
-        response: None,
-        plugin: &plugin,
-        stored: &stored,
-    };
+    let fixture = Fixture::new(None);
+    let props = fixture.props(None, None);
     for path in [
         "request.path",
         "response.code",
@@ -142,21 +161,16 @@ fn unknown_paths_and_values_not_yet_known_are_not_found() {
 
 #[test]
 fn the_response_code_is_an_integer_once_there_is_a_response() {
-    let down = downstream(None);
-    let stored = HashMap::new();
-    let plugin = plugin();
+    let fixture = Fixture::new(None);
     let headers = HeaderMap::new();
-    let props = Properties {
-        downstream: &down,
-        request: None,
-        response: Some(ResponseView {
+    let props = fixture.props(
+        None,
+        Some(ResponseView {
             code: 503,
             headers: &headers,
             trailers: None,
         }),
-        plugin: &plugin,
-        stored: &stored,
-    };
+    );
     assert_eq!(
         decode_property_i64(&get(&props, "response.code").expect("code")),
         Ok(503)
@@ -179,16 +193,8 @@ fn the_verified_peer_identity_is_readable() {
         dns_sans: vec!["client.test".into()],
         subject: "CN=client".into(),
     };
-    let down = downstream(Some(identity));
-    let stored = HashMap::new();
-    let plugin = plugin();
-    let props = Properties {
-        downstream: &down,
-        request: None,
-        response: None,
-        plugin: &plugin,
-        stored: &stored,
-    };
+    let fixture = Fixture::new(Some(identity));
+    let props = fixture.props(None, None);
     let text = |path: &str| String::from_utf8(get(&props, path).expect(path)).expect("utf8");
     assert_eq!(
         text("connection.uri_san_peer_certificate"),
@@ -209,18 +215,14 @@ fn the_verified_peer_identity_is_readable() {
 
 #[test]
 fn values_stored_by_filters_read_back_by_path() {
-    let down = downstream(None);
-    let plugin = plugin();
-    let mut stored = HashMap::new();
-    stored.insert(UPSTREAM_CLUSTER.to_owned(), Bytes::from_static(b"canary"));
-    stored.insert("my.filter.state".to_owned(), Bytes::from_static(b"x"));
-    let props = Properties {
-        downstream: &down,
-        request: None,
-        response: None,
-        plugin: &plugin,
-        stored: &stored,
-    };
+    let mut fixture = Fixture::new(None);
+    fixture
+        .stored
+        .insert(UPSTREAM_CLUSTER.to_owned(), Bytes::from_static(b"canary"));
+    fixture
+        .stored
+        .insert("my.filter.state".to_owned(), Bytes::from_static(b"x"));
+    let props = fixture.props(None, None);
     assert_eq!(
         get(&props, "weft.upstream_cluster").expect("cluster"),
         b"canary"
