@@ -216,12 +216,7 @@ fn read_head(
 ) -> Poll<Result<Head, Error>> {
     // The body goes up while the response comes down: an upstream may answer before it has read
     // everything, or echo the body as it arrives.
-    if let Some(p) = pump.as_mut()
-        && let Poll::Ready(done) = p.poll_pump(&mut conn.stream, cx)
-    {
-        done?;
-        *pump = None;
-    }
+    pump_request(pump, &mut conn.stream, cx)?;
     loop {
         if !conn.buf.is_empty()
             && let Some(head) = decode::parse_head(&mut conn.buf, method)?
@@ -235,6 +230,22 @@ fn read_head(
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
         }
     }
+}
+
+/// Writes what is available of the request body, if one is still going up; the pump is
+/// dropped once the body is done (or failed).
+fn pump_request(
+    pump: &mut Option<BodyPump>,
+    stream: &mut Stream,
+    cx: &mut Context<'_>,
+) -> io::Result<()> {
+    if let Some(p) = pump.as_mut()
+        && let Poll::Ready(done) = p.poll_pump(stream, cx)
+    {
+        *pump = None;
+        done?;
+    }
+    Ok(())
 }
 
 /// What to do with the connection once a response is over: `Some` when it may be reused.
@@ -289,13 +300,8 @@ impl Body for UpstreamBody {
         let Some(conn) = this.conn.as_mut() else {
             return Poll::Ready(None);
         };
-        if let Some(p) = this.pump.as_mut()
-            && let Poll::Ready(done) = p.poll_pump(&mut conn.stream, cx)
-        {
-            this.pump = None;
-            if let Err(e) = done {
-                return this.fail(e);
-            }
+        if let Err(e) = pump_request(&mut this.pump, &mut conn.stream, cx) {
+            return this.fail(e);
         }
         loop {
             let decoded = match this.decoder.decode(&mut conn.buf) {
