@@ -24,6 +24,7 @@ use crate::{
     listener::ListenerHandle,
     metrics::Metrics,
     runtime::{self, Runtime, Shared},
+    wasm::{EngineSettings, WasmHost},
 };
 
 /// How to run the proxy.
@@ -69,6 +70,33 @@ struct State {
     /// The file content of the running configuration (or of the last rejected attempt), so the
     /// watcher reloads once per change rather than once per tick.
     last_seen: Option<Vec<u8>>,
+    /// Modification stamps of the plugin module files the running configuration (or the last
+    /// rejected attempt) read: a module rebuilt in place is a reload too.
+    modules_seen: Vec<ModuleStamp>,
+}
+
+/// A module file and what its metadata said.
+type ModuleStamp = (PathBuf, Option<(std::time::SystemTime, u64)>);
+
+/// The stamps of every `file://` plugin module of `config`.
+fn module_stamps(config: &config::Config) -> Vec<ModuleStamp> {
+    config
+        .plugins
+        .values()
+        .filter_map(|p| match &p.source {
+            config::resolved::PluginSource::File(path) => Some(path.clone()),
+            _ => None,
+        })
+        .map(|path| {
+            let stamp = stamp(&path);
+            (path, stamp)
+        })
+        .collect()
+}
+
+fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 impl App {
@@ -76,13 +104,19 @@ impl App {
     pub async fn start(options: AppOptions) -> anyhow::Result<App> {
         let metrics = Metrics::new();
         let (config, map) = config::load_file(&options.config_path).map_err(anyhow::Error::new)?;
-        let first = runtime::prepare(config, &map, None, &metrics).map_err(anyhow::Error::new)?;
+        let wasm = WasmHost::new(EngineSettings::default(), metrics.registry())
+            .context("cannot start the Wasm engine")?;
+        let first = runtime::prepare(config, &map, None, &metrics, &wasm)
+            .await
+            .map_err(anyhow::Error::new)?;
+        wasm.clusters.store(Arc::new(first.clusters.clone()));
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(first),
             metrics,
             draining: Default::default(),
             bound: RwLock::new(BTreeMap::new()),
             config_path: options.config_path.clone(),
+            wasm,
         });
         let core = Arc::new(Core {
             shared: shared.clone(),
@@ -90,11 +124,13 @@ impl App {
             state: Mutex::new(State {
                 listeners: BTreeMap::new(),
                 last_seen: std::fs::read(&options.config_path).ok(),
+                modules_seen: Vec::new(),
             }),
         });
         {
             let runtime = shared.runtime.load_full();
             let mut state = core.state.lock().await;
+            state.modules_seen = module_stamps(&runtime.config);
             for (name, listener) in &runtime.config.listeners {
                 let socket = TcpListener::bind(listener.address).await.with_context(|| {
                     format!("cannot bind listener `{name}` on {}", listener.address)
@@ -194,6 +230,10 @@ impl Core {
         let path = &self.options.config_path;
         state.last_seen = std::fs::read(path).ok();
         let result = self.try_reload(&mut state).await;
+        state.modules_seen = match config::load_file(path) {
+            Ok((config, _)) => module_stamps(&config),
+            Err(_) => module_stamps(&self.shared.runtime.load().config),
+        };
         let metrics = &self.shared.metrics;
         match &result {
             Ok(true) => {
@@ -212,10 +252,12 @@ impl Core {
     async fn try_reload(&self, state: &mut State) -> Result<bool, ConfigError> {
         let (config, map) = config::load_file(&self.options.config_path)?;
         let current = self.shared.runtime.load_full();
-        if config == *current.config {
+        let wasm = &self.shared.wasm;
+        let next =
+            runtime::prepare(config, &map, Some(&current), &self.shared.metrics, wasm).await?;
+        if !next.changed {
             return Ok(false);
         }
-        let next = runtime::prepare(config, &map, Some(&current), &self.shared.metrics)?;
 
         // Bind what is new before touching anything, so a busy port rejects the whole update.
         let mut bound = Vec::new();
@@ -240,6 +282,7 @@ impl Core {
 
         // Commit.
         let next = Arc::new(next);
+        wasm.clusters.store(Arc::new(next.clusters.clone()));
         self.shared.runtime.store(next.clone());
         let keep: Vec<Arc<str>> = next.config.listeners.keys().cloned().collect();
         state.listeners.retain(|name, handle| {
@@ -336,7 +379,14 @@ async fn watch(core: Arc<Core>) {
     loop {
         tick.tick().await;
         let content = tokio::fs::read(&core.options.config_path).await.ok();
-        let changed = content.is_some() && core.state.lock().await.last_seen != content;
+        let changed = content.is_some() && {
+            let state = core.state.lock().await;
+            state.last_seen != content
+                || state
+                    .modules_seen
+                    .iter()
+                    .any(|(path, seen)| stamp(path) != *seen)
+        };
         if changed {
             let _ = core.reload().await;
         }

@@ -18,6 +18,10 @@ use crate::{
     metrics::Metrics,
     tls::ServerTls,
     upstream::Cluster,
+    wasm::{
+        WasmHost,
+        filter::{Chain, Filter, load_module},
+    },
 };
 
 /// One configuration version, live.
@@ -32,6 +36,11 @@ pub struct Runtime {
     pub clusters: BTreeMap<Arc<str>, Arc<Cluster>>,
     /// Listener settings by name.
     pub listeners: BTreeMap<Arc<str>, Arc<ListenerRuntime>>,
+    /// Live filter chains by name.
+    pub chains: BTreeMap<Arc<str>, Arc<Chain>>,
+    /// Whether building this runtime started anything new (a filter, a cluster): a reload of an
+    /// unchanged file with unchanged modules has nothing to swap.
+    pub changed: bool,
 }
 
 /// A listener's settings and the handles its hot path uses.
@@ -42,6 +51,8 @@ pub struct ListenerRuntime {
     pub tls: Option<ServerTls>,
     /// Metric handles resolved once.
     pub stats: Arc<ListenerStats>,
+    /// The filter chain requests run through, if the listener names one.
+    pub chain: Option<Arc<Chain>>,
 }
 
 /// Per-listener metric handles, resolved once instead of per request.
@@ -115,16 +126,24 @@ pub struct Shared {
     pub bound: RwLock<BTreeMap<Arc<str>, SocketAddr>>,
     /// The file the configuration comes from.
     pub config_path: std::path::PathBuf,
+    /// The Wasm engine and what plugins share.
+    pub wasm: Arc<WasmHost>,
 }
 
-/// Builds the runtime for `config`. Clusters and listener TLS whose configuration did not change
-/// are carried over from `previous` (keeping pools, ejections and certificate state).
-pub fn prepare(
+/// Builds the runtime for `config`. Clusters, listener TLS and filters whose configuration did
+/// not change are carried over from `previous` (keeping pools, ejections, certificate state and
+/// warm plugin instances). Every new filter is validated here: its module read, checked and
+/// compiled, and one instance started with `on_configure` run — a plugin that rejects its
+/// configuration rejects the whole update.
+pub async fn prepare(
     config: Config,
     map: &SourceMap,
     previous: Option<&Runtime>,
     metrics: &Metrics,
+    wasm: &Arc<WasmHost>,
 ) -> Result<Runtime, ConfigError> {
+    let mut changed = previous.is_none_or(|p| *p.config != config);
+    let chains = prepare_chains(&config, map, previous, wasm, &mut changed).await?;
     let mut clusters = BTreeMap::new();
     for (name, cluster) in &config.clusters {
         let reused = previous
@@ -160,12 +179,18 @@ pub fn prepare(
             Some(b) => b.stats.clone(),
             None => Arc::new(ListenerStats::new(name.clone(), metrics)),
         };
+        let chain = listener
+            .filter_chain
+            .as_ref()
+            .and_then(|name| chains.get(name))
+            .cloned();
         listeners.insert(
             name.clone(),
             Arc::new(ListenerRuntime {
                 config: listener.clone(),
                 tls,
                 stats,
+                chain,
             }),
         );
     }
@@ -175,5 +200,89 @@ pub fn prepare(
         config: Arc::new(config),
         clusters,
         listeners,
+        chains,
+        changed,
     })
+}
+
+/// Builds every filter chain, keeping filters whose plugin, configuration and module digest are
+/// unchanged from `previous`.
+async fn prepare_chains(
+    config: &Config,
+    map: &SourceMap,
+    previous: Option<&Runtime>,
+    wasm: &Arc<WasmHost>,
+    changed: &mut bool,
+) -> Result<BTreeMap<Arc<str>, Arc<Chain>>, ConfigError> {
+    let mut modules = BTreeMap::new();
+    for (name, plugin) in &config.plugins {
+        // Only plugins some chain runs are loaded.
+        let used = config
+            .filter_chains
+            .values()
+            .any(|c| c.filters.iter().any(|f| f.plugin == *name));
+        if !used {
+            continue;
+        }
+        let module =
+            load_module(wasm, plugin).map_err(|e| map.error("Plugin", name, e.field, e.message))?;
+        modules.insert(name.clone(), module);
+    }
+    let reusable: Vec<Arc<Filter>> = previous
+        .map(|p| {
+            p.chains
+                .values()
+                .flat_map(|c| c.filters.iter().cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut chains = BTreeMap::new();
+    for (name, chain) in &config.filter_chains {
+        let mut filters = Vec::with_capacity(chain.filters.len());
+        for (index, filter) in chain.filters.iter().enumerate() {
+            let (Some(plugin), Some(module)) = (
+                config.plugins.get(&filter.plugin),
+                modules.get(&filter.plugin),
+            ) else {
+                return Err(map.error(
+                    "FilterChain",
+                    name,
+                    &format!("spec.filters[{index}].plugin"),
+                    format!("no Plugin named `{}`", filter.plugin),
+                ));
+            };
+            let kept = reusable
+                .iter()
+                .find(|f| f.is_same(plugin, filter, &module.sha256))
+                .cloned();
+            let live = match kept {
+                Some(live) => live,
+                None => {
+                    *changed = true;
+                    Filter::build(wasm, plugin.clone(), filter.clone(), module)
+                        .await
+                        .map_err(|reason| {
+                            map.error(
+                                "FilterChain",
+                                name,
+                                &format!("spec.filters[{index}]"),
+                                format!(
+                                    "filter `{}` (plugin `{}`): {reason}",
+                                    filter.name, filter.plugin
+                                ),
+                            )
+                        })?
+                }
+            };
+            filters.push(live);
+        }
+        chains.insert(
+            name.clone(),
+            Arc::new(Chain {
+                name: name.clone(),
+                filters,
+            }),
+        );
+    }
+    Ok(chains)
 }

@@ -3,9 +3,15 @@
 
 mod admin;
 mod balance;
+mod callouts;
+mod containment;
 mod drain;
 mod errors;
+mod filters;
+mod hotswap;
 mod limits;
 mod proxy;
+mod rejections;
 mod reload;
+mod state;
 mod tls;

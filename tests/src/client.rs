@@ -134,6 +134,17 @@ where
     H2Conn::connect(addr).await?.send(req).await
 }
 
+/// One request on a fresh cleartext connection of `version`: h2c for `HTTP/2`, else HTTP/1.1.
+pub async fn cleartext<B>(addr: SocketAddr, version: Version, req: Request<B>) -> Result<Reply>
+where
+    B: Body<Data = Bytes, Error = Infallible> + Send + Sync + 'static,
+{
+    match version {
+        Version::HTTP_2 => h2c(addr, req).await,
+        _ => h1(addr, req).await,
+    }
+}
+
 /// One request over a fresh TLS connection; HTTP/2 if ALPN chose `h2`, else HTTP/1.1.
 pub async fn tls<B>(
     addr: SocketAddr,

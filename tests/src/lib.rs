@@ -10,6 +10,8 @@
 //!   streaming request bodies and trailers.
 //! - [`stream`]: streamed request bodies (and trailers) fed chunk by chunk from the test.
 //! - [`weft`]: the proxy started in-process from a YAML string.
+//! - [`resources`]: the YAML documents (`Cluster`, `Plugin`, `FilterChain`, `Listener`) it is
+//!   started with.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -24,6 +26,7 @@
 pub mod certs;
 pub mod client;
 pub mod raw;
+pub mod resources;
 pub mod stream;
 pub mod upstream;
 
@@ -62,4 +65,11 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs `fut`, panicking with `what` if it has no outcome within `limit`.
+pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no outcome within {limit:?}"))
 }

@@ -266,3 +266,16 @@ struct ConnCtx {
     id: usize,
     client_cert: bool,
 }
+
+/// The values of request header `name` as the default JSON answer reports them (see
+/// [`Upstream`]): none, one, or each of a repeated header in order.
+pub fn header_values(answer: &serde_json::Value, name: &str) -> Vec<String> {
+    match &answer["headers"][name] {
+        serde_json::Value::String(one) => vec![one.clone()],
+        serde_json::Value::Array(many) => many
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}

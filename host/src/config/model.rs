@@ -111,6 +111,10 @@ pub struct LimitsSpec {
     /// Most concurrent downstream connections; more are closed at accept. Default 10000.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Most body bytes a filter may hold paused (`StopIterationAndBuffer`); 413 past it on
+    /// requests, 500 on responses. Default 1 MiB.
+    #[serde(default = "defaults::max_buffered_body_bytes")]
+    pub max_buffered_body_bytes: usize,
 }
 
 impl Default for LimitsSpec {
@@ -121,6 +125,7 @@ impl Default for LimitsSpec {
             header_read_timeout: defaults::header_read_timeout(),
             idle_timeout: defaults::idle_timeout(),
             max_connections: defaults::max_connections(),
+            max_buffered_body_bytes: defaults::max_buffered_body_bytes(),
         }
     }
 }
@@ -276,6 +281,53 @@ pub struct PluginSpec {
     /// Optional sha256 pin (64 hex digits); a mismatch rejects the update.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Longest a single call into the plugin may run before it fails its request. Default 100ms.
+    #[serde(default = "defaults::plugin_deadline")]
+    pub deadline: DurationSpec,
+    /// Largest linear memory of one instance: bytes, or with a unit (`Ki`, `Mi`, `Gi`).
+    /// Default `64Mi`; at most `256Mi`.
+    #[serde(default = "defaults::plugin_memory")]
+    pub memory_limit: ByteSize,
+}
+
+/// A size in bytes, written as a number or with a binary unit: `65536`, `64Ki`, `16Mi`, `1Gi`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || {
+            format!("invalid size `{s}`: expected bytes or a number with Ki, Mi or Gi, e.g. `16Mi`")
+        };
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let value: usize = number.parse().map_err(|_| err())?;
+        let scale: usize = match unit {
+            "" => 1,
+            "Ki" => 1 << 10,
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            _ => return Err(err()),
+        };
+        value.checked_mul(scale).map(ByteSize).ok_or_else(err)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(usize),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => s.parse().map_err(de::Error::custom),
+        }
+    }
 }
 
 /// A `host:port` endpoint; the host may be an IP address or a DNS name resolved at connect time.
@@ -380,6 +432,15 @@ mod defaults {
 
     pub fn max_request_headers_bytes() -> usize {
         60 * 1024
+    }
+    pub fn max_buffered_body_bytes() -> usize {
+        1 << 20
+    }
+    pub fn plugin_deadline() -> DurationSpec {
+        DurationSpec(Duration::from_millis(100))
+    }
+    pub fn plugin_memory() -> super::ByteSize {
+        super::ByteSize(64 << 20)
     }
     pub fn max_request_headers() -> usize {
         100

@@ -68,6 +68,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Most concurrent connections.
     pub max_connections: usize,
+    /// Most body bytes a paused filter may hold.
+    pub max_buffered_body_bytes: usize,
 }
 
 /// A resolved `Cluster`.
@@ -157,6 +159,11 @@ pub struct PluginConfig {
     pub source: PluginSource,
     /// Expected sha256 of the module, lowercase hex.
     pub sha256: Option<String>,
+    /// Longest a single guest call may run.
+    #[serde(serialize_with = "as_duration_text")]
+    pub deadline: Duration,
+    /// Largest linear memory of one instance, bytes.
+    pub memory_limit: usize,
 }
 
 /// Where a plugin's module comes from.

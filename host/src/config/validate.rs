@@ -7,12 +7,16 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use super::{
     load::{Authored, ConfigError, SourceMap, valid_name},
     resolved::*,
 };
+
+/// The largest memory limit a plugin may ask for (the engine's per-instance maximum).
+pub const MAX_PLUGIN_MEMORY: usize = 256 << 20;
 
 /// Validates the documents as one set and resolves them: defaults applied, paths absolute,
 /// references checked.
@@ -42,10 +46,31 @@ pub(super) fn resolve(
                 format!("`{sha}` is not a sha256 digest (64 hex digits)"),
             ));
         }
+        if spec.deadline.0.is_zero() || spec.deadline.0 > Duration::from_secs(60) {
+            return Err(map.error(
+                "Plugin",
+                &name,
+                "spec.deadline",
+                "a plugin deadline must be more than 0 and at most 60s",
+            ));
+        }
+        if !(64 << 10..=MAX_PLUGIN_MEMORY).contains(&spec.memory_limit.0) {
+            return Err(map.error(
+                "Plugin",
+                &name,
+                "spec.memoryLimit",
+                format!(
+                    "a plugin memory limit must be between 64Ki and 256Mi, not {} bytes",
+                    spec.memory_limit.0
+                ),
+            ));
+        }
         let plugin = PluginConfig {
             name: name.as_str().into(),
             source,
             sha256: spec.sha256.map(|s| s.to_ascii_lowercase()),
+            deadline: spec.deadline.0,
+            memory_limit: spec.memory_limit.0,
         };
         insert_unique(map, "Plugin", &mut config.plugins, name, plugin)?;
     }
@@ -147,8 +172,9 @@ pub(super) fn resolve(
                     format!("two filters are named `{instance}`; give one a distinct `name`"),
                 ));
             }
+            // No `config` is an empty configuration, as Envoy hands it over.
             let config_json = match &filter.config {
-                None => "{}".to_owned(),
+                None => String::new(),
                 Some(value) => serde_json::to_string(value).map_err(|e| {
                     map.error(
                         "FilterChain",
@@ -252,6 +278,7 @@ pub(super) fn resolve(
                 header_read_timeout: limits.header_read_timeout.0,
                 idle_timeout: limits.idle_timeout.0,
                 max_connections: limits.max_connections,
+                max_buffered_body_bytes: limits.max_buffered_body_bytes,
             },
         };
         insert_unique(map, "Listener", &mut config.listeners, name, listener)?;

@@ -190,6 +190,7 @@ mod tests {
             header_read_timeout: Duration::from_millis(header),
             idle_timeout: Duration::from_millis(idle),
             max_connections: 10,
+            max_buffered_body_bytes: 1 << 20,
         }
     }
 

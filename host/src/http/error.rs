@@ -103,6 +103,42 @@ pub enum ProxyError {
     /// The proxy is shutting down (503).
     #[error("proxy is draining")]
     Draining,
+    /// A filter failed and its `failStrategy` is `FAIL_CLOSE` (503).
+    #[error("filter {filter} (plugin {plugin}) failed: {reason}")]
+    FilterFailed {
+        /// The filter's instance name.
+        filter: String,
+        /// The plugin it runs.
+        plugin: String,
+        /// Why: trap, panic, deadline, memory, start — and detail.
+        reason: String,
+    },
+    /// A filter held more body than the listener's `maxBufferedBodyBytes` (413).
+    #[error("request body buffered by filter {filter} exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The filter that buffered it.
+        filter: String,
+        /// The listener's limit.
+        limit: usize,
+    },
+    /// A filter held the response body past the buffer limit (500).
+    #[error("response body buffered by filter {filter} exceeds the limit of {limit} bytes")]
+    ResponseBodyTooLarge {
+        /// The filter that buffered it.
+        filter: String,
+        /// The listener's limit.
+        limit: usize,
+    },
+    /// A filter paused the stream and nothing resumed it in time (504).
+    #[error("filter {filter} held the {side} for longer than {after:?}")]
+    FilterStalled {
+        /// The filter.
+        filter: String,
+        /// `request` or `response`.
+        side: &'static str,
+        /// How long it waited.
+        after: Duration,
+    },
 }
 
 impl ProxyError {
@@ -119,7 +155,12 @@ impl ProxyError {
             | Self::ConnectFailed { .. }
             | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamReset { .. } | Self::UpstreamMalformed { .. } => StatusCode::BAD_GATEWAY,
-            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamTimeout { .. } | Self::FilterStalled { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            Self::FilterFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ResponseBodyTooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -129,7 +170,13 @@ impl ProxyError {
             Self::BadRequest(_) | Self::TooManyHeaders { .. } | Self::HeadersTooLarge { .. } => {
                 Origin::Downstream
             }
-            Self::NoRoute { .. } | Self::UnknownCluster { .. } | Self::Draining => Origin::Internal,
+            Self::NoRoute { .. }
+            | Self::UnknownCluster { .. }
+            | Self::Draining
+            | Self::FilterFailed { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::ResponseBodyTooLarge { .. }
+            | Self::FilterStalled { .. } => Origin::Internal,
             _ => Origin::Upstream,
         }
     }

@@ -1,18 +1,24 @@
 //! The life of a request, top to bottom:
 //!
 //! 1. check the request (header limits, a host to forward to) — 400 / 431 on failure;
-//! 2. choose the cluster (the listener's `defaultCluster` until filter chains run) — 404 if none;
-//! 3. rewrite headers for the upstream (hop-by-hop out; `x-forwarded-for`, `-proto`,
+//! 2. rewrite headers for the upstream (hop-by-hop out; `x-forwarded-for`, `-proto`,
 //!    `-client-cert` and `x-request-id` in);
-//! 4. forward through the cluster (pick, connect, retry connection failures, time out) —
+//! 3. run the listener's filter chain, if it has one (request phases; see [`crate::wasm::chain`])
+//!    — a filter may answer locally, rewrite the request, or choose the cluster;
+//! 4. choose the cluster (a filter's `weft.upstream_cluster`, else the listener's
+//!    `defaultCluster`) — 404 if none;
+//! 5. forward through the cluster (pick, connect, retry connection failures, time out) —
 //!    502 / 503 / 504 on failure;
-//! 5. strip hop-by-hop headers from the response and stream its body back.
+//! 6. strip hop-by-hop headers from the response, run the response phases, and stream its body
+//!    back (through the filters' body phases).
 //!
-//! Every early exit is a [`ProxyError`], turned into a response in exactly one place.
+//! Every early exit of the unfiltered path is a [`ProxyError`], turned into a response in
+//! exactly one place; the filtered path also ends every filter context on its way out.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use http::{HeaderValue, Method, Request, Response, Uri, Version, header, uri::PathAndQuery};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::{
@@ -24,6 +30,12 @@ use crate::{
     config::resolved::UpstreamProtocol,
     runtime::{ListenerRuntime, Runtime},
     tls::PeerIdentity,
+    upstream::Cluster,
+    wasm::{
+        chain::{FilterStream, FilteredBody, Flow, RequestStart},
+        context::Side,
+        filter::Chain,
+    },
 };
 
 /// What the proxy knows about the downstream connection a request arrived on.
@@ -61,7 +73,7 @@ impl Downstream {
 pub async fn handle(
     runtime: Arc<Runtime>,
     listener: Arc<ListenerRuntime>,
-    downstream: &Downstream,
+    downstream: &Arc<Downstream>,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let version = request.version();
@@ -79,7 +91,7 @@ pub async fn handle(
 async fn proxy(
     runtime: &Runtime,
     listener: &ListenerRuntime,
-    downstream: &Downstream,
+    downstream: &Arc<Downstream>,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // 1. Check the request.
@@ -94,25 +106,8 @@ async fn proxy(
     }
     let host = authority(&request, downstream)?;
 
-    // 2. Choose the cluster.
-    let cluster_name =
-        listener
-            .config
-            .default_cluster
-            .as_ref()
-            .ok_or_else(|| ProxyError::NoRoute {
-                listener: downstream.listener.to_string(),
-            })?;
-    let cluster = runtime
-        .clusters
-        .get(cluster_name)
-        .ok_or_else(|| ProxyError::UnknownCluster {
-            cluster: cluster_name.to_string(),
-        })?;
-
-    // 3. Rewrite for the upstream.
+    // 2. Rewrite for the upstream.
     let (mut parts, body) = request.into_parts();
-    let upstream_h2 = cluster.config.protocol == UpstreamProtocol::Http2;
     headers::strip_hop_by_hop(&mut parts.headers, true);
     if parts.version == Version::HTTP_2 {
         // An HTTP/2 client takes trailers by definition; tell an HTTP/1.1 upstream so, or it
@@ -131,12 +126,134 @@ async fn proxy(
         downstream.tls.as_ref().and_then(|t| t.peer.as_ref()),
     );
     headers::ensure_request_id(&mut parts.headers);
+
+    if let Some(chain) = &listener.chain {
+        return Ok(filtered(runtime, listener, chain, downstream, parts, host, body).await);
+    }
+
+    // 4. Choose the cluster.
+    let cluster = choose_cluster(runtime, listener, None)?;
+
+    // 5. Forward.
+    upstream_head(&mut parts, host, cluster)?;
+    let mut response = cluster
+        .forward(Request::from_parts(parts, boxed(body)))
+        .await?;
+
+    // 6. Back downstream.
+    headers::strip_hop_by_hop(response.headers_mut(), false);
+    Ok(response)
+}
+
+/// Steps 3 to 6 through a filter chain. Every way out ends the filter contexts.
+async fn filtered(
+    runtime: &Runtime,
+    listener: &ListenerRuntime,
+    chain: &Chain,
+    downstream: &Arc<Downstream>,
+    mut parts: http::request::Parts,
+    host: HeaderValue,
+    body: Incoming,
+) -> Response<ProxyBody> {
+    let limits = &listener.config.limits;
+    let start = RequestStart {
+        downstream,
+        parts: &mut parts,
+        authority: host,
+        buffer_limit: limits.max_buffered_body_bytes,
+        pause_limit: limits.idle_timeout,
+    };
+    let mut stream = match FilterStream::start(chain, start).await {
+        Ok(stream) => stream,
+        Err(flow) => return flow.into_response(),
+    };
+    // 3. Request headers through the chain.
+    let end_of_stream = body.is_end_stream();
+    if let Flow::Respond(response) = stream.request_headers(end_of_stream).await {
+        return stream.end_with(response).await;
+    }
+    // 4. The cluster: a filter's choice, else the listener's default.
+    let chosen = stream.take_request(&mut parts).and_then(|(host, chosen)| {
+        let cluster = choose_cluster(runtime, listener, chosen.as_deref())?;
+        upstream_head(&mut parts, host, cluster)?;
+        Ok(cluster)
+    });
+    let cluster = match chosen {
+        Ok(cluster) => cluster,
+        Err(error) => return stream.end_with(error.into_response()).await,
+    };
+    // 5. Forward, the request body through the body phases.
+    let stream = Arc::new(tokio::sync::Mutex::new(stream));
+    let body = if end_of_stream {
+        boxed(body)
+    } else {
+        boxed(FilteredBody::new(
+            boxed(body),
+            stream.clone(),
+            Side::Request,
+        ))
+    };
+    let result = cluster.forward(Request::from_parts(parts, body)).await;
+    let mut guard = stream.clone().lock_owned().await;
+    if let Some(decided) = guard.take_outcome() {
+        return guard.end_with(decided).await;
+    }
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => return guard.end_with(error.into_response()).await,
+    };
+    // 6. Response headers bottom-up, then the body through the body phases.
+    headers::strip_hop_by_hop(response.headers_mut(), false);
+    let (mut head, body) = response.into_parts();
+    let end_of_stream = body.is_end_stream();
+    if let Flow::Respond(local) = guard.response_headers(&mut head, end_of_stream).await {
+        return guard.end_with(local).await;
+    }
+    if end_of_stream {
+        guard.finish().await;
+        return Response::from_parts(head, body);
+    }
+    drop(guard);
+    Response::from_parts(head, boxed(FilteredBody::new(body, stream, Side::Response)))
+}
+
+/// The cluster a request goes to: `chosen` by a filter, else the listener's default.
+fn choose_cluster<'r>(
+    runtime: &'r Runtime,
+    listener: &ListenerRuntime,
+    chosen: Option<&str>,
+) -> Result<&'r Arc<Cluster>, ProxyError> {
+    let name = match chosen {
+        Some(name) => name,
+        None => listener
+            .config
+            .default_cluster
+            .as_deref()
+            .ok_or_else(|| ProxyError::NoRoute {
+                listener: listener.config.name.to_string(),
+            })?,
+    };
+    runtime
+        .clusters
+        .get(name)
+        .ok_or_else(|| ProxyError::UnknownCluster {
+            cluster: name.to_owned(),
+        })
+}
+
+/// Shapes the request head for `cluster`: an absolute URI and no `Host` for HTTP/2, origin form
+/// and `Host` for HTTP/1.1.
+fn upstream_head(
+    parts: &mut http::request::Parts,
+    host: HeaderValue,
+    cluster: &Cluster,
+) -> Result<(), ProxyError> {
     let path = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    if upstream_h2 {
+    if cluster.config.protocol == UpstreamProtocol::Http2 {
         let scheme = if cluster.config.tls.is_some() {
             "https"
         } else {
@@ -155,15 +272,7 @@ async fn proxy(
         parts.headers.insert(header::HOST, host);
         parts.version = Version::HTTP_11;
     }
-
-    // 4. Forward.
-    let mut response = cluster
-        .forward(Request::from_parts(parts, boxed(body)))
-        .await?;
-
-    // 5. Back downstream.
-    headers::strip_hop_by_hop(response.headers_mut(), false);
-    Ok(response)
+    Ok(())
 }
 
 /// The host the client addressed: `Host` on HTTP/1.1, `:authority` on HTTP/2, and for an

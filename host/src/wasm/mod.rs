@@ -1,13 +1,23 @@
 //! WebAssembly filters: the runtime that compiles and runs guest modules under deadlines and
-//! memory caps (`runtime`), the state plugins share across instances and workers (`shared`),
-//! the metrics they define (`metrics`), and the properties they read (`properties`).
-//! The proxy-wasm host functions and filter chains build on them.
+//! memory caps (`runtime`), the process-wide services plugins reach (`host`, `shared`,
+//! `metrics`), the properties they read (`properties`), the proxy-wasm host functions
+//! (`hostcalls`) acting on per-instance and per-stream state (`context`), callouts
+//! (`callout`), plugin instances (`instance`), filters and their instance pools (`filter`), and
+//! the chain executor the request path drives (`chain`).
 
+pub mod callout;
+pub mod chain;
+pub mod context;
+pub mod filter;
+pub mod host;
+pub mod hostcalls;
+pub mod instance;
 pub mod metrics;
 pub mod properties;
 pub mod runtime;
 pub mod shared;
 
+pub use host::{FailureReason, WasmHost};
 pub use runtime::{
     CompiledModule, EngineSettings, GuestLimits, GuestState, WasmError, WasmRuntime,
 };

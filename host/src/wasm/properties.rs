@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `request.path` / `url_path` / `query` | path with query / without / the query alone |
 //! | `request.method`, `host`, `scheme`, `protocol`, `id`, `referer`, `useragent` | strings |
-//! | `request.headers`, `response.headers`, `response.trailers` | header maps |
+//! | `request.headers`, `response.headers`, `response.trailers` | header maps (with `:authority`, `:path`, `:method`, `:scheme` / `:status`, as the header-map functions show them) |
 //! | `request.time` | timestamp (ns) |
 //! | `response.code` | integer |
 //! | `source.address` / `destination.address` | `ip:port`; `.port` as integer |
@@ -19,16 +19,22 @@
 //! weft's own: **`weft.upstream_cluster`** — a filter sets it (`set_property`) to choose the
 //! cluster a request goes to; **`weft.peer_principal`** — the verified peer's identity (URI SAN,
 //! else DNS SAN).
+//!
+//! Lookups are made for one plugin, on one stream ([`Properties::for_stream`]) or on a root
+//! context, where there is no stream ([`Properties::for_root`]): the `plugin_*` properties and
+//! the values set on the root context still read, everything about a stream is `NotFound`.
+//! A path is read as NUL-separated segments; a value stored with `proxy_set_property` is kept
+//! under its segments joined with `.`.
 
-use std::{collections::HashMap, time::SystemTime};
+use std::collections::HashMap;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Uri, Version};
+use http::{HeaderMap, Version};
 use weft_abi::{
     Status, encode_map, encode_property_bool, encode_property_i64, encode_property_timestamp,
 };
 
-use crate::http::proxy::Downstream;
+use super::context::StreamData;
 
 /// The property a filter sets to route a request to a cluster.
 pub const UPSTREAM_CLUSTER: &str = "weft.upstream_cluster";
@@ -44,47 +50,37 @@ pub struct PluginIdentity {
     pub vm_id: String,
 }
 
-/// The request as the filter sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestView<'a> {
-    /// Method.
-    pub method: &'a Method,
-    /// Target (path and query).
-    pub uri: &'a Uri,
-    /// Protocol version.
-    pub version: Version,
-    /// Headers (the host is `host` or the URI's authority).
-    pub headers: &'a HeaderMap,
-    /// When the request started.
-    pub time: SystemTime,
-}
-
-/// The response, once there is one.
-#[derive(Debug, Clone, Copy)]
-pub struct ResponseView<'a> {
-    /// Status code.
-    pub code: u16,
-    /// Headers.
-    pub headers: &'a HeaderMap,
-    /// Trailers, when they have arrived.
-    pub trailers: Option<&'a HeaderMap>,
-}
-
-/// Everything a property can be read from, for one stream and one plugin.
+/// Everything a property can be read from, for one plugin and (on a stream context) one
+/// stream.
 pub struct Properties<'a> {
-    /// The downstream connection.
-    pub downstream: &'a Downstream,
-    /// The request, when in an HTTP stream.
-    pub request: Option<RequestView<'a>>,
-    /// The response, once its headers arrived.
-    pub response: Option<ResponseView<'a>>,
+    /// The stream, on a stream context.
+    pub stream: Option<&'a StreamData>,
     /// The plugin asking.
     pub plugin: &'a PluginIdentity,
-    /// Values set with `proxy_set_property` on this stream, by dotted path.
+    /// Values set with `proxy_set_property` (on the stream, or on the root context), by dotted
+    /// path.
     pub stored: &'a HashMap<String, Bytes>,
 }
 
-impl Properties<'_> {
+impl<'a> Properties<'a> {
+    /// Lookups on `stream`, with the values filters stored on it.
+    pub fn for_stream(stream: &'a StreamData, plugin: &'a PluginIdentity) -> Self {
+        Self {
+            stream: Some(stream),
+            plugin,
+            stored: &stream.properties,
+        }
+    }
+
+    /// Lookups on a root context: no stream, the values stored on the root context.
+    pub fn for_root(plugin: &'a PluginIdentity, stored: &'a HashMap<String, Bytes>) -> Self {
+        Self {
+            stream: None,
+            plugin,
+            stored,
+        }
+    }
+
     /// The value at `path` (segments, as `proxy_get_property` splits them on NUL).
     pub fn get(&self, path: &[&[u8]]) -> Result<Vec<u8>, Status> {
         let segments: Vec<&str> = path
@@ -95,8 +91,8 @@ impl Properties<'_> {
         let value = match segments.as_slice() {
             ["request", field] => self.request_field(field),
             ["response", field] => self.response_field(field),
-            ["source", field] => address(self.downstream.peer, field),
-            ["destination", field] => address(self.downstream.local, field),
+            ["source", field] => self.stream.and_then(|s| address(s.downstream.peer, field)),
+            ["destination", field] => self.stream.and_then(|s| address(s.downstream.local, field)),
             ["connection", field] => self.connection_field(field),
             ["plugin_name"] => Some(self.plugin.name.clone().into_bytes()),
             ["plugin_root_id"] => Some(self.plugin.root_id.clone().into_bytes()),
@@ -113,50 +109,63 @@ impl Properties<'_> {
     }
 
     fn request_field(&self, field: &str) -> Option<Vec<u8>> {
-        let request = self.request?;
-        let header =
-            |name: http::HeaderName| request.headers.get(name).map(|v| v.as_bytes().to_vec());
+        let stream = self.stream?;
+        let header = |name: http::HeaderName| {
+            stream
+                .request_headers
+                .get(name)
+                .map(|v| v.as_bytes().to_vec())
+        };
+        let path = &stream.path[..];
+        let query_at = path.iter().position(|&b| b == b'?');
         Some(match field {
-            "path" => request
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .as_bytes()
-                .to_vec(),
-            "url_path" => request.uri.path().as_bytes().to_vec(),
-            "query" => request.uri.query().unwrap_or("").as_bytes().to_vec(),
-            "method" => request.method.as_str().as_bytes().to_vec(),
-            "host" => {
-                return header(http::header::HOST).or_else(|| {
-                    request
-                        .uri
-                        .authority()
-                        .map(|a| a.as_str().as_bytes().to_vec())
-                });
-            }
-            "scheme" => self.downstream.scheme().as_bytes().to_vec(),
-            "protocol" => protocol(request.version).as_bytes().to_vec(),
+            "path" => path.to_vec(),
+            "url_path" => path[..query_at.unwrap_or(path.len())].to_vec(),
+            "query" => query_at.map_or(Vec::new(), |at| path[at + 1..].to_vec()),
+            "method" => stream.method.as_str().as_bytes().to_vec(),
+            "host" if stream.authority.is_empty() => return None,
+            "host" => stream.authority.as_bytes().to_vec(),
+            "scheme" => stream.scheme.as_bytes().to_vec(),
+            "protocol" => protocol(stream.version).as_bytes().to_vec(),
             "id" => return header(http::HeaderName::from_static("x-request-id")),
             "referer" => return header(http::header::REFERER),
             "useragent" => return header(http::header::USER_AGENT),
-            "headers" => headers(request.headers),
-            "time" => encode_property_timestamp(request.time).to_vec(),
+            "headers" => {
+                let mut pairs: Vec<(&[u8], &[u8])> = vec![
+                    (b":authority", stream.authority.as_bytes()),
+                    (b":path", path),
+                    (b":method", stream.method.as_str().as_bytes()),
+                    (b":scheme", stream.scheme.as_bytes()),
+                ];
+                pairs.extend(fields(&stream.request_headers));
+                encode_map(&pairs)
+            }
+            "time" => encode_property_timestamp(stream.started).to_vec(),
             _ => return None,
         })
     }
 
     fn response_field(&self, field: &str) -> Option<Vec<u8>> {
-        let response = self.response?;
+        let stream = self.stream?;
+        let response = stream.response.as_ref()?;
         Some(match field {
-            "code" => encode_property_i64(i64::from(response.code)).to_vec(),
-            "headers" => headers(response.headers),
-            "trailers" => headers(response.trailers?),
+            "code" => encode_property_i64(i64::from(response.status.as_u16())).to_vec(),
+            "headers" => {
+                let mut pairs: Vec<(&[u8], &[u8])> =
+                    vec![(b":status", response.status.as_str().as_bytes())];
+                pairs.extend(fields(&response.headers));
+                encode_map(&pairs)
+            }
+            "trailers" => {
+                let pairs: Vec<_> = fields(stream.response_trailers.as_ref()?).collect();
+                encode_map(&pairs)
+            }
             _ => return None,
         })
     }
 
     fn connection_field(&self, field: &str) -> Option<Vec<u8>> {
-        let tls = self.downstream.tls.as_ref();
+        let tls = self.stream?.downstream.tls.as_ref();
         Some(match field {
             "mtls" => encode_property_bool(self.peer().is_some()).to_vec(),
             "tls_version" => tls?.version.as_bytes().to_vec(),
@@ -168,7 +177,7 @@ impl Properties<'_> {
     }
 
     fn peer(&self) -> Option<&crate::tls::PeerIdentity> {
-        self.downstream.tls.as_ref()?.peer.as_ref()
+        self.stream?.downstream.tls.as_ref()?.peer.as_ref()
     }
 }
 
@@ -190,12 +199,9 @@ fn protocol(version: Version) -> &'static str {
     }
 }
 
-fn headers(map: &HeaderMap) -> Vec<u8> {
-    let pairs: Vec<(&[u8], &[u8])> = map
-        .iter()
+fn fields(map: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    map.iter()
         .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
-        .collect();
-    encode_map(&pairs)
 }
 
 #[cfg(test)]

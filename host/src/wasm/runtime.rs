@@ -35,8 +35,8 @@ use std::{
 
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig, Store,
-    StoreContextMut, StoreLimits, StoreLimitsBuilder, TypedFunc, UpdateDeadline, WasmParams,
+    Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig, ResourceLimiter,
+    Store, StoreContextMut, StoreLimits, StoreLimitsBuilder, TypedFunc, UpdateDeadline, WasmParams,
     WasmResults,
 };
 
@@ -56,7 +56,7 @@ impl Default for EngineSettings {
         Self {
             max_instances: 1000,
             max_memory_bytes: 256 << 20,
-            tick: Duration::from_millis(10),
+            tick: Duration::from_millis(5),
         }
     }
 }
@@ -127,7 +127,7 @@ impl CompiledModule {
 /// What every store carries: its limits, the running call's start, and the embedder's data.
 pub struct GuestState<T> {
     limits: GuestLimits,
-    store_limits: StoreLimits,
+    limiter: Limiter,
     call_started: Option<Instant>,
     /// The embedder's per-instance data (the proxy-wasm context state, later).
     pub data: T,
@@ -143,10 +143,66 @@ impl<T> GuestState<T> {
             .build();
         Self {
             limits,
-            store_limits,
+            limiter: Limiter {
+                inner: store_limits,
+                memory_denied: false,
+            },
             call_started: None,
             data,
         }
+    }
+
+    /// Whether a `memory.grow` was refused at the cap since the last call began.
+    pub fn memory_denied(&self) -> bool {
+        self.limiter.memory_denied
+    }
+
+    /// The guest's limits.
+    pub fn limits(&self) -> GuestLimits {
+        self.limits
+    }
+}
+
+/// `StoreLimits`, remembering whether it refused to grow a memory: a trap right after a refusal
+/// is the instance running out of memory.
+struct Limiter {
+    inner: StoreLimits,
+    memory_denied: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.memory_denied = true;
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
     }
 }
 
@@ -154,6 +210,8 @@ impl<T> GuestState<T> {
 pub struct WasmRuntime {
     engine: Engine,
     modules: Mutex<HashMap<[u8; 32], Module>>,
+    /// Epoch ticks so far: a coarse clock that costs one load to read.
+    ticks: std::sync::atomic::AtomicU64,
     settings: EngineSettings,
 }
 
@@ -177,6 +235,7 @@ impl WasmRuntime {
         let runtime = Arc::new(Self {
             engine,
             modules: Mutex::new(HashMap::new()),
+            ticks: std::sync::atomic::AtomicU64::new(1),
             settings,
         });
         spawn_ticker(Arc::downgrade(&runtime));
@@ -215,15 +274,21 @@ impl WasmRuntime {
     /// A store for one instance, with its memory cap and the deadline policy installed.
     pub fn store<T: Send + 'static>(&self, state: GuestState<T>) -> Store<GuestState<T>> {
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.store_limits);
+        store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(|context: StoreContextMut<'_, GuestState<T>>| {
             let state = context.data();
             match state.call_started {
                 Some(started) if started.elapsed() >= state.limits.deadline => Err(
                     wasmtime::Error::new(DeadlineExceeded(state.limits.deadline)),
                 ),
-                // Still within its deadline: let other tasks run, then continue.
-                _ => Ok(UpdateDeadline::Yield(1)),
+                // Still within its deadline: let other tasks run, then continue. `yield_now`
+                // puts the task at the back of the run queue and lets the worker poll its I/O
+                // driver; a plain wake would re-poll it at once from tokio's LIFO slot, and a
+                // few looping guests could starve new connections for hundreds of ms.
+                _ => Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                )),
             }
         });
         store
@@ -242,10 +307,17 @@ impl WasmRuntime {
         R: WasmResults + Sync,
     {
         store.data_mut().call_started = Some(Instant::now());
+        store.data_mut().limiter.memory_denied = false;
         store.set_epoch_deadline(1);
         let result = func.call_async(&mut *store, params).await;
         store.data_mut().call_started = None;
         result.map_err(WasmError::from)
+    }
+
+    /// Epoch ticks since the engine started (never 0): a coarse clock in units of
+    /// [`EngineSettings::tick`].
+    pub fn now_tick(&self) -> u64 {
+        self.ticks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The engine settings.
@@ -264,6 +336,9 @@ fn spawn_ticker(runtime: Weak<WasmRuntime>) {
         .spawn(move || {
             while let Some(runtime) = runtime.upgrade() {
                 runtime.engine.increment_epoch();
+                runtime
+                    .ticks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 drop(runtime);
                 std::thread::sleep(tick);
             }

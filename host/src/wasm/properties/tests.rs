@@ -1,21 +1,28 @@
 //! Unit tests for properties: Envoy's names and byte encodings, NotFound for what is unknown or
-//! not known yet, values stored by filters, and the verified mTLS identity.
+//! not known yet (or not there at all, on a root context), values stored by filters, and the
+//! verified mTLS identity.
 
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, UNIX_EPOCH},
 };
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Uri, Version};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
+use tokio::sync::mpsc;
 use weft_abi::{
     Status, decode_map, decode_property_bool, decode_property_i64, split_property_path,
 };
 
 use super::*;
 use crate::{
-    http::{headers::client_address_value, proxy::TlsInfo},
+    http::{
+        headers::client_address_value,
+        proxy::{Downstream, TlsInfo},
+    },
     tls::PeerIdentity,
+    wasm::context::ResponseHead,
 };
 
 fn downstream(peer: Option<PeerIdentity>) -> Downstream {
@@ -40,41 +47,33 @@ fn plugin() -> PluginIdentity {
     }
 }
 
-/// What every lookup needs besides the request and response: a connection, a plugin, and the
-/// values filters stored.
-struct Fixture {
-    down: Downstream,
-    plugin: PluginIdentity,
-    stored: HashMap<String, Bytes>,
-}
-
-impl Fixture {
-    fn new(peer: Option<PeerIdentity>) -> Self {
-        Self {
-            down: downstream(peer),
-            plugin: plugin(),
-            stored: HashMap::new(),
-        }
-    }
-
-    fn props<'a>(
-        &'a self,
-        request: Option<RequestView<'a>>,
-        response: Option<ResponseView<'a>>,
-    ) -> Properties<'a> {
-        Properties {
-            downstream: &self.down,
-            request,
-            response,
-            plugin: &self.plugin,
-            stored: &self.stored,
-        }
+/// A `GET /` stream on a TLS connection from `10.1.2.3:45678`, before any response.
+fn stream(peer: Option<PeerIdentity>) -> StreamData {
+    let (events, _) = mpsc::unbounded_channel();
+    StreamData {
+        downstream: Arc::new(downstream(peer)),
+        started: UNIX_EPOCH,
+        version: Version::HTTP_11,
+        method: Method::GET,
+        scheme: "https",
+        authority: HeaderValue::from_static("api.example"),
+        path: Bytes::from_static(b"/"),
+        request_headers: HeaderMap::new(),
+        request_trailers: None,
+        request_body: BytesMut::new(),
+        response: None,
+        response_trailers: None,
+        response_body: BytesMut::new(),
+        properties: HashMap::new(),
+        local_response: None,
+        resumed: [false; 2],
+        closed: false,
+        events,
     }
 }
 
 fn request_headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert("host", HeaderValue::from_static("api.example"));
     headers.insert("x-request-id", HeaderValue::from_static("rid-7"));
     headers.insert("user-agent", HeaderValue::from_static("curl/8"));
     headers
@@ -88,20 +87,14 @@ fn get(props: &Properties<'_>, path: &str) -> Result<Vec<u8>, Status> {
 
 #[test]
 fn request_and_connection_properties_use_envoys_names_and_encodings() {
-    let uri: Uri = "/v1/items?limit=5".parse().expect("uri");
-    let headers = request_headers();
-    let time = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let fixture = Fixture::new(None);
-    let props = fixture.props(
-        Some(RequestView {
-            method: &Method::POST,
-            uri: &uri,
-            version: Version::HTTP_2,
-            headers: &headers,
-            time,
-        }),
-        None,
-    );
+    let mut stream = stream(None);
+    stream.method = Method::POST;
+    stream.path = Bytes::from_static(b"/v1/items?limit=5");
+    stream.version = Version::HTTP_2;
+    stream.request_headers = request_headers();
+    stream.started = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let plugin = plugin();
+    let props = Properties::for_stream(&stream, &plugin);
     let text = |path: &str| String::from_utf8(get(&props, path).expect(path)).expect("utf8");
     assert_eq!(
         text("request.path"),
@@ -133,8 +126,13 @@ fn request_and_connection_properties_use_envoys_names_and_encodings() {
     );
     let headers = get(&props, "request.headers").expect("headers");
     let pairs = decode_map(&headers).expect("pair encoding");
+    // weft keeps the host out of the header fields: it is the `:authority` pseudo-header.
     assert!(
-        pairs.contains(&(&b"host"[..], &b"api.example"[..])),
+        pairs.contains(&(&b":authority"[..], &b"api.example"[..])),
+        "{pairs:?}"
+    );
+    assert!(
+        pairs.contains(&(&b"x-request-id"[..], &b"rid-7"[..])),
         "{pairs:?}"
     );
     assert_eq!(
@@ -145,8 +143,9 @@ fn request_and_connection_properties_use_envoys_names_and_encodings() {
 
 #[test]
 fn unknown_paths_and_values_not_yet_known_are_not_found() {
-    let fixture = Fixture::new(None);
-    let props = fixture.props(None, None);
+    let plugin = plugin();
+    let stored = HashMap::new();
+    let root = Properties::for_root(&plugin, &stored);
     for path in [
         "request.path",
         "response.code",
@@ -154,23 +153,42 @@ fn unknown_paths_and_values_not_yet_known_are_not_found() {
         "nonsense",
         "connection.uri_san_peer_certificate",
         "weft.peer_principal",
+        "source.address",
     ] {
-        assert_eq!(get(&props, path), Err(Status::NotFound), "{path}");
+        assert_eq!(
+            get(&root, path),
+            Err(Status::NotFound),
+            "root context: {path}"
+        );
+    }
+    assert_eq!(
+        get(&root, "plugin_name").expect("plugin properties need no stream"),
+        b"auth"
+    );
+
+    let stream = stream(None);
+    let props = Properties::for_stream(&stream, &plugin);
+    for path in [
+        "response.code",
+        "response.headers",
+        "request.nonsense",
+        "nonsense",
+        "connection.uri_san_peer_certificate",
+        "weft.peer_principal",
+    ] {
+        assert_eq!(get(&props, path), Err(Status::NotFound), "stream: {path}");
     }
 }
 
 #[test]
 fn the_response_code_is_an_integer_once_there_is_a_response() {
-    let fixture = Fixture::new(None);
-    let headers = HeaderMap::new();
-    let props = fixture.props(
-        None,
-        Some(ResponseView {
-            code: 503,
-            headers: &headers,
-            trailers: None,
-        }),
-    );
+    let mut stream = stream(None);
+    stream.response = Some(ResponseHead {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        headers: HeaderMap::new(),
+    });
+    let plugin = plugin();
+    let props = Properties::for_stream(&stream, &plugin);
     assert_eq!(
         decode_property_i64(&get(&props, "response.code").expect("code")),
         Ok(503)
@@ -179,6 +197,11 @@ fn the_response_code_is_an_integer_once_there_is_a_response() {
         get(&props, "response.trailers"),
         Err(Status::NotFound),
         "no trailers yet"
+    );
+    let headers = get(&props, "response.headers").expect("headers");
+    assert_eq!(
+        decode_map(&headers).expect("pair encoding"),
+        [(&b":status"[..], &b"503"[..])]
     );
 }
 
@@ -193,8 +216,9 @@ fn the_verified_peer_identity_is_readable() {
         dns_sans: vec!["client.test".into()],
         subject: "CN=client".into(),
     };
-    let fixture = Fixture::new(Some(identity));
-    let props = fixture.props(None, None);
+    let stream = stream(Some(identity));
+    let plugin = plugin();
+    let props = Properties::for_stream(&stream, &plugin);
     let text = |path: &str| String::from_utf8(get(&props, path).expect(path)).expect("utf8");
     assert_eq!(
         text("connection.uri_san_peer_certificate"),
@@ -215,17 +239,23 @@ fn the_verified_peer_identity_is_readable() {
 
 #[test]
 fn values_stored_by_filters_read_back_by_path() {
-    let mut fixture = Fixture::new(None);
-    fixture
-        .stored
+    let mut stream = stream(None);
+    stream
+        .properties
         .insert(UPSTREAM_CLUSTER.to_owned(), Bytes::from_static(b"canary"));
-    fixture
-        .stored
+    stream
+        .properties
         .insert("my.filter.state".to_owned(), Bytes::from_static(b"x"));
-    let props = fixture.props(None, None);
+    let plugin = plugin();
+    let props = Properties::for_stream(&stream, &plugin);
     assert_eq!(
         get(&props, "weft.upstream_cluster").expect("cluster"),
         b"canary"
     );
     assert_eq!(get(&props, "my.filter.state").expect("state"), b"x");
+
+    let mut stored = HashMap::new();
+    stored.insert("root.state".to_owned(), Bytes::from_static(b"r"));
+    let root = Properties::for_root(&plugin, &stored);
+    assert_eq!(get(&root, "root.state").expect("root state"), b"r");
 }

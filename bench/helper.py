@@ -1,0 +1,375 @@
+# Helpers of bench/run.sh and bench/filters.sh: free ports, parsing of wrk, h2load and
+# weft-loadgen output, per-run records, and the final tables and JSON.
+#
+#   python3 bench/helper.py ports N
+#   python3 bench/helper.py wrk|h2load|loadgen OUTPUT_FILE          -> one JSON line
+#   python3 bench/helper.py record PARSED TARGET CLK_TCK ...         -> one JSON line
+#   python3 bench/helper.py tag KEY=VALUE... < JSON line             -> the line with fields added
+#   python3 bench/helper.py report RESULTS META OUT_JSON             (SCENARIO=proxy)
+#   python3 bench/helper.py report_filters RESULTS META OUT_JSON     (SCENARIO=filters)
+import json, re, socket, sys
+
+def ports(n):
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    print(" ".join(str(s.getsockname()[1]) for s in socks))
+
+UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+
+def to_us(text):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
+    return float(m.group(1)) * UNITS[m.group(2)] if m else None
+
+def parse_wrk(path):
+    text = open(path).read()
+    r = {"tool": "wrk"}
+    m = re.search(r"Requests/sec:\s+([0-9.]+)", text)
+    r["rps"] = float(m.group(1)) if m else None
+    m = re.search(r"(\d+) requests in ([0-9.]+\w+),", text)
+    r["requests"] = int(m.group(1)) if m else 0
+    r["elapsed_us"] = to_us(m.group(2)) if m else None
+    dist = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", text, re.M))
+    for pct in ("50", "75", "90", "99"):
+        r[f"p{pct}_us"] = to_us(dist[pct]) if pct in dist else None
+    m = re.search(r"^\s+Latency\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M)
+    if m:
+        r["mean_us"], r["stdev_us"], r["max_us"] = (to_us(x) for x in m.groups())
+    errors = {}
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        for k, v in zip(("connect", "read", "write", "timeout"), m.groups()):
+            if int(v):
+                errors["socket_" + k] = int(v)
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m and int(m.group(1)):
+        errors["non_2xx_3xx"] = int(m.group(1))
+    if r["rps"] is None:
+        errors["unparsable_output"] = 1
+    r["errors"] = errors
+    print(json.dumps(r))
+
+def parse_h2load(path):
+    text = open(path).read()
+    r = {"tool": "h2load"}
+    m = re.search(r"finished in ([0-9.]+\w+), ([0-9.]+) req/s", text)
+    r["rps"] = float(m.group(2)) if m else None
+    r["elapsed_us"] = to_us(m.group(1)) if m else None
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", text)
+    errors = {}
+    if m:
+        total, started, done, ok, failed, errored, timeout = map(int, m.groups())
+        r["requests"] = done
+        for k, v in (("failed", failed), ("errored", errored), ("timeout", timeout)):
+            if v:
+                errors[k] = v
+    else:
+        r["requests"] = 0
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    if m:
+        for k, v in zip(("3xx", "4xx", "5xx"), map(int, m.groups()[1:])):
+            if v:
+                errors["status_" + k] = v
+    m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", text)
+    if m:
+        r["min_us"], r["max_us"], r["mean_us"], r["stdev_us"] = (to_us(x) for x in m.groups())
+    # h2load reports no percentiles.
+    r["p50_us"] = r["p99_us"] = None
+    if r["rps"] is None:
+        errors["unparsable_output"] = 1
+    r["errors"] = errors
+    print(json.dumps(r))
+
+def record(parsed_path, target, tck, proxy_ticks, upstream_ticks, load_ticks, busy_ticks,
+           wall_ticks, ncpu, others):
+    r = json.load(open(parsed_path))
+    tck = float(tck)
+    req = r["requests"]
+    per_req = lambda ticks: (int(ticks) / tck) * 1e6 / req if req else None
+    r["target"] = target
+    r["cpu_seconds"] = int(proxy_ticks) / tck
+    r["cpu_us_per_req"] = per_req(proxy_ticks)
+    r["upstream_cpu_seconds"] = int(upstream_ticks) / tck
+    r["upstream_cpu_us_per_req"] = per_req(upstream_ticks)
+    r["loadgen_cpu_seconds"] = int(load_ticks) / tck
+    wall = int(wall_ticks) / tck / int(ncpu)  # /proc/stat counts ticks on every CPU
+    busy = int(busy_ticks) / tck
+    r["host_busy_cores"] = busy / wall if wall else None
+    # CPU used during the run by anything other than the load generator, upstream and proxy:
+    # (for direct the proxy is the upstream: count it once)
+    own = int(proxy_ticks) + (0 if target == "direct" else int(upstream_ticks)) + int(load_ticks)
+    other = busy - own / tck
+    r["other_busy_cores"] = max(other, 0.0) / wall if wall else None
+    r["concurrent_processes"] = [p for p in others.split(",") if p]
+    r["flagged"] = bool(r["errors"]) or req == 0
+    print(json.dumps(r))
+
+def fmt_us(v):
+    if v is None:
+        return "-"
+    return f"{v / 1000:.2f}ms" if v >= 1000 else f"{v:.0f}us"
+
+MEDIAN_KEYS = ("rps", "cpu_us_per_req", "upstream_cpu_us_per_req", "p50_us", "p99_us", "mean_us", "max_us")
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+def report(results_path, meta_path, out_path):
+    results = [json.loads(l) for l in open(results_path) if l.strip()]
+    meta = json.load(open(meta_path))
+    rounds = sorted({r.get("round", 1) for r in results})
+    by = {}  # target -> its median figures over the rounds
+    for target in dict.fromkeys(r["target"] for r in results):
+        runs = [r for r in results if r["target"] == target]
+        by[target] = {k: median([r.get(k) for r in runs]) for k in MEDIAN_KEYS}
+    h2 = meta["proto"] == "h2"
+    lat_cols = ("mean", "max") if h2 else ("p50", "p99")
+    head = f"{'round':<5} {'target':<8} {'req/s':>10} {lat_cols[0]:>9} {lat_cols[1]:>9} {'cpu_us/req':>11} {'ups_us/req':>11} {'other_cpu':>9}  errors"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        errs = ", ".join(f"{k}={v}" for k, v in r["errors"].items()) or "0"
+        if r["flagged"]:
+            errs += "  <-- FLAGGED"
+        cpu = "-" if r["cpu_us_per_req"] is None else f"{r['cpu_us_per_req']:.2f}"
+        if r["target"] == "direct":
+            cpu += "*"
+        ups = "-" if r["upstream_cpu_us_per_req"] is None else f"{r['upstream_cpu_us_per_req']:.2f}"
+        other = "-" if r["other_busy_cores"] is None else f"{r['other_busy_cores']:.2f}"
+        rps = "-" if r["rps"] is None else f"{r['rps']:.0f}"
+        lines.append(f"{r.get('round', 1):<5} {r['target']:<8} {rps:>10} {fmt_us(r.get(lat_cols[0] + '_us')):>9} "
+                     f"{fmt_us(r.get(lat_cols[1] + '_us')):>9} {cpu:>11} {ups:>11} {other:>9}  {errs}")
+    if "direct" in by:
+        lines.append("* direct: cpu_us/req is the upstream nginx's own CPU per request (reference)")
+    lines.append("other_cpu: cores busy with processes other than load generator/upstream/proxy during the run")
+    ratios = {}
+    w, n = by.get("weft"), by.get("nginx")
+    if w and n:
+        lines.append("")
+        lines.append(f"medians over {len(rounds)} round(s):")
+        for target in ("weft", "nginx"):
+            m = by[target]
+            lines.append(f"  {target:<6} req/s {m['rps'] or 0:.0f}  cpu_us/req {m['cpu_us_per_req'] or 0:.2f}  "
+                         f"{lat_cols[0]} {fmt_us(m.get(lat_cols[0] + '_us'))}  {lat_cols[1]} {fmt_us(m.get(lat_cols[1] + '_us'))}")
+        def ratio(key):
+            # The ratio within each round (same machine state), then the median over rounds.
+            per_round = []
+            for rnd in rounds:
+                a = next((r.get(key) for r in results if r["target"] == "weft" and r.get("round", 1) == rnd), None)
+                b = next((r.get(key) for r in results if r["target"] == "nginx" and r.get("round", 1) == rnd), None)
+                if a is not None and b:
+                    per_round.append(a / b)
+            return median(per_round)
+        keys = [("cpu_us_per_req", "cpu/req"), ("rps", "req/s")]
+        keys += [("mean_us", "mean latency"), ("max_us", "max latency")] if h2 else \
+                [("p50_us", "p50 latency"), ("p99_us", "p99 latency")]
+        lines.append("")
+        lines.append("weft ÷ nginx (median of per-round ratios):")
+        for key, label in keys:
+            v = ratio(key)
+            ratios[key] = v
+            lines.append(f"  {label:<13} {('-' if v is None else f'{v:.2f}x')}")
+    flagged = [r["target"] for r in results if r["flagged"]]
+    busy = [r["target"] for r in results if (r["other_busy_cores"] or 0) > 0.2 or r["concurrent_processes"]]
+    if flagged:
+        lines.append(f"\nWARNING: runs with errors: {', '.join(flagged)}")
+    if busy:
+        lines.append(f"WARNING: other work was running during: {', '.join(busy)} "
+                     f"(see other_cpu / concurrent_processes in the JSON); numbers are noisy")
+    print("\n".join(lines))
+    meta["results"] = results
+    meta["medians"] = by
+    meta["ratios_weft_over_nginx"] = ratios
+    meta["flagged"] = flagged
+    meta["noisy"] = busy
+    with open(out_path, "w") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+
+def parse_loadgen(path):
+    """weft-loadgen's `key value` lines (see tests/src/bin/loadgen.rs)."""
+    kv = {}
+    for line in open(path):
+        parts = line.split(None, 1)
+        if len(parts) == 2:
+            kv[parts[0]] = parts[1].strip()
+
+    def num(key):
+        try:
+            return float(kv[key])
+        except (KeyError, ValueError):
+            return None
+
+    r = {"tool": "weft-loadgen"}
+    r["offered_rps"] = num("rate")
+    r["connections"] = int(num("connections") or 0)
+    r["scheduled"] = int(num("scheduled") or 0)
+    r["requests"] = int(num("completed") or 0)
+    r["rps"] = num("achieved_rps")
+    elapsed = num("elapsed_s")
+    r["elapsed_us"] = elapsed * 1e6 if elapsed is not None else None
+    # Latency from the scheduled send time (corrected for coordinated omission).
+    for p in ("mean", "p50", "p90", "p99", "p999", "max"):
+        r[f"{p}_us"] = num(f"latency_us_{p}")
+    # From the actual write, and the generator's own lateness, to judge the figures above.
+    for p in ("p50", "p99", "max"):
+        r[f"service_{p}_us"] = num(f"service_us_{p}")
+        r[f"send_lag_{p}_us"] = num(f"send_lag_us_{p}")
+    errors = {k: int(v) for k, v in kv.items() if k.startswith("errors_") and v.isdigit() and int(v)}
+    for key in ("non_2xx", "unsent"):
+        if int(num(key) or 0):
+            errors[key] = int(num(key))
+    if "completed" not in kv:
+        errors["unparsable_output"] = 1
+    r["errors"] = errors
+    print(json.dumps(r))
+
+def tag(*pairs):
+    """Adds KEY=VALUE fields (integers when they look like one) to the JSON line on stdin."""
+    r = json.load(sys.stdin)
+    for pair in pairs:
+        key, value = pair.split("=", 1)
+        r[key] = int(value) if value.isdigit() else value
+    print(json.dumps(r))
+
+def fmt(v, digits=2):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+def report_filters(results_path, meta_path, out_path):
+    """SCENARIO=filters: weft with 0, 1, 5 pass-through filters and nginx, per load mode."""
+    results = [json.loads(l) for l in open(results_path) if l.strip()]
+    meta = json.load(open(meta_path))
+    targets = meta["targets"]                  # in run order, e.g. weft-0 weft-1 weft-5 nginx
+    counts = meta["filter_counts"]             # target -> pass-through filters (weft only)
+    idle = meta.get("idle_cpu_cores", {})      # target -> cores used with no load
+    loads = list(dict.fromkeys(r["load"] for r in results))
+    rounds = sorted({r["round"] for r in results})
+    keys = MEDIAN_KEYS + ("service_p99_us", "send_lag_p99_us")
+    lines = []
+
+    def run(load, target, rnd):
+        return next((r for r in results if r["load"] == load and r["target"] == target
+                     and r["round"] == rnd), None)
+
+    def per_round(fn):
+        """fn(round) for every round where it is defined: the median, min and max."""
+        values = [v for v in (fn(rnd) for rnd in rounds) if v is not None]
+        return (median(values), min(values), max(values)) if values else (None, None, None)
+
+    def value(load, target, rnd, key):
+        r = run(load, target, rnd)
+        return None if r is None or r["flagged"] else r.get(key)
+
+    head = (f"{'round':<5} {'load':<6} {'target':<12} {'req/s':>8} {'p50':>9} {'p99':>9} "
+            f"{'cpu_us/req':>10} {'ups_us/req':>10} {'other_cpu':>9}  errors")
+    lines += [head, "-" * len(head)]
+    for r in results:
+        errs = ", ".join(f"{k}={v}" for k, v in r["errors"].items()) or "0"
+        if r["flagged"]:
+            errs += "  <-- FLAGGED"
+        lines.append(f"{r['round']:<5} {r['load']:<6} {r['target']:<12} {fmt(r['rps'], 0):>8} "
+                     f"{fmt_us(r.get('p50_us')):>9} {fmt_us(r.get('p99_us')):>9} "
+                     f"{fmt(r['cpu_us_per_req']):>10} {fmt(r['upstream_cpu_us_per_req']):>10} "
+                     f"{fmt(r['other_busy_cores']):>9}  {errs}")
+    lines.append("other_cpu: cores busy with processes other than load generator/upstream/proxy")
+
+    medians, added, ratios = {}, {}, {}
+    baseline = next((t for t in targets if counts.get(t) == 0), None)
+    for load in loads:
+        what = (f"open loop, {meta['rate']} req/s over {meta['conns']} connections, latency from "
+                f"the scheduled send" if load == "open" else
+                f"closed loop, wrk -c{meta['conns']}, as fast as it goes")
+        lines += ["", f"== {load}: {what}; medians over {len(rounds)} round(s) =="]
+        lines.append(f"  {'target':<12} {'filters':>7} {'cpu_us/req':>10} {'p50':>9} {'p99':>9} "
+                     f"{'req/s':>8} {'idle_cpu':>8}")
+        medians[load] = {}
+        for t in targets:
+            runs = [r for r in results if r["load"] == load and r["target"] == t and not r["flagged"]]
+            m = {k: median([r.get(k) for r in runs]) for k in keys}
+            medians[load][t] = m
+            n = counts.get(t)
+            lines.append(f"  {t:<12} {'-' if n is None else n:>7} {fmt(m['cpu_us_per_req']):>10} "
+                         f"{fmt_us(m['p50_us']):>9} {fmt_us(m['p99_us']):>9} {fmt(m['rps'], 0):>8} "
+                         f"{fmt(idle.get(t), 3):>8}")
+        lines.append("  idle_cpu: cores the target used over a few seconds with no load at all")
+        if load == "open":
+            lags = [r.get("send_lag_p99_us") for r in results if r["load"] == "open"]
+            lag = median(lags)
+            lines.append(f"  load generator send lag p99 (median over runs): {fmt_us(lag)}; "
+                         f"latencies include it")
+
+        # What each pass-through filter adds: per round, then the median (and range) over rounds.
+        added[load] = {}
+        if baseline is not None:
+            lines.append(f"  added per pass-through filter, vs {baseline} (empty chain); "
+                         f"median [min..max] over rounds:")
+            target_us = meta["target_cpu_us_per_filter"]
+            for t in targets:
+                n = counts.get(t)
+                if not n:
+                    continue
+                row = {}
+                for key, label in (("cpu_us_per_req", "cpu"), ("p50_us", "p50"), ("p99_us", "p99")):
+                    def delta(rnd, key=key, t=t, n=n):
+                        a, b = value(load, t, rnd, key), value(load, baseline, rnd, key)
+                        return None if a is None or b is None else (a - b) / n
+                    row[key] = per_round(delta)
+                added[load][t] = {k: v[0] for k, v in row.items()}
+                cpu, lo, hi = row["cpu_us_per_req"]
+                verdict = ("-" if cpu is None else
+                           "PASS" if cpu <= target_us else "FAIL")
+                formula = f"({t} - {baseline}) / {n}" if n > 1 else f"{t} - {baseline}"
+                p50, p99 = row["p50_us"][0], row["p99_us"][0]
+                lines.append(f"    {formula:<24} cpu {fmt(cpu)} us/req [{fmt(lo)}..{fmt(hi)}]  "
+                             f"{verdict} (target <= {target_us} us)   p50 {fmt(p50, 1)} us  "
+                             f"p99 {fmt(p99, 1)} us")
+
+        # weft ÷ nginx, within each round, then the median.
+        ratios[load] = {}
+        if "nginx" in targets:
+            lines.append("  weft / nginx (median of per-round ratios):")
+            ratio_keys = [("cpu_us_per_req", "cpu/req"), ("p50_us", "p50"), ("p99_us", "p99")]
+            if load == "closed":
+                ratio_keys.append(("rps", "req/s"))
+            for t in targets:
+                if t == "nginx":
+                    continue
+                row = {}
+                for key, _ in ratio_keys:
+                    def ratio(rnd, key=key, t=t):
+                        a, b = value(load, t, rnd, key), value(load, "nginx", rnd, key)
+                        return a / b if a is not None and b else None
+                    row[key] = per_round(ratio)[0]
+                ratios[load][t] = row
+                lines.append(f"    {t:<12} " + "  ".join(
+                    f"{label} {('-' if row[key] is None else f'{row[key]:.2f}x')}"
+                    for key, label in ratio_keys))
+
+    flagged = [f"{r['load']}/{r['target']}/round {r['round']}" for r in results if r["flagged"]]
+    busy = [f"{r['load']}/{r['target']}/round {r['round']}" for r in results
+            if (r["other_busy_cores"] or 0) > 0.2 or r["concurrent_processes"]]
+    if flagged:
+        lines.append(f"\nWARNING: runs with errors (left out of medians, differences and ratios): "
+                     f"{', '.join(flagged)}")
+    if busy:
+        lines.append(f"WARNING: other work was running during: {', '.join(busy)} "
+                     f"(see other_cpu / concurrent_processes in the JSON); numbers are noisy")
+    print("\n".join(lines))
+    meta.update(results=results, medians=medians, added_per_filter=added,
+                ratios_weft_over_nginx=ratios, flagged=flagged, noisy=busy)
+    with open(out_path, "w") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"ports": lambda: ports(int(args[0])), "wrk": lambda: parse_wrk(*args),
+     "h2load": lambda: parse_h2load(*args), "loadgen": lambda: parse_loadgen(*args),
+     "record": lambda: record(*args), "tag": lambda: tag(*args),
+     "report": lambda: report(*args), "report_filters": lambda: report_filters(*args)}[cmd]()

@@ -1,0 +1,877 @@
+//! The chain executor: runs a listener's filters over one request, the way Envoy's filter
+//! manager runs proxy-wasm filters.
+//!
+//! - Every filter gets a stream context when the request starts (`proxy_on_context_create`).
+//! - Request phases (headers, body chunks, trailers) run in chain order, response phases in
+//!   reverse order. A phase's `Pause` holds the stream until the filter resumes it
+//!   (`proxy_continue_stream`, typically from `proxy_on_http_call_response`) or answers locally;
+//!   a paused body (`StopIterationAndBuffer`) is buffered for that filter, up to the listener's
+//!   `maxBufferedBodyBytes` (413 on requests, a reset on responses), and handed to it whole with
+//!   the next chunk.
+//! - `proxy_send_local_response` answers at once; the rest of the request path is skipped.
+//! - At the end: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete` for every context, in
+//!   chain order — also when the client went away mid-request.
+//! - A filter that fails (trap, panic, deadline, memory cap) fails the request with 503 naming
+//!   it (`FAIL_CLOSE`) or drops out of this request (`FAIL_OPEN`); its instance is replaced.
+//!
+//! Bodies stream through [`FilteredBody`], which runs the body phases frame by frame; the
+//! request side and the response side share the [`FilterStream`] behind an async mutex, since
+//! an upstream may answer while the request body is still arriving.
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, SystemTime},
+};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http_body::{Body, Frame};
+use tokio::sync::{Mutex, mpsc};
+
+use super::{
+    context::{LocalResponse, ResponseHead, Side, StreamData, StreamEvent},
+    filter::{Chain, Filter},
+    instance::{Instance, StreamCall},
+    properties::UPSTREAM_CLUSTER,
+};
+use crate::{
+    config::resolved::FailStrategy,
+    http::{
+        body::{BoxError, ProxyBody, full},
+        error::ProxyError,
+        proxy::Downstream,
+    },
+};
+
+/// `Action::Pause` as a guest returns it.
+const PAUSE: u32 = 1;
+
+/// What a phase decided.
+pub enum Flow {
+    /// Go on with the request.
+    Continue,
+    /// Answer with this response now.
+    Respond(Response<ProxyBody>),
+}
+
+impl Flow {
+    /// The response a `Respond` carries; `Continue` here is a bug, answered as a reset.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        flow_response(self)
+    }
+}
+
+/// One filter's part in a stream.
+struct Slot {
+    filter: Arc<Filter>,
+    /// `None` once the filter dropped out (failed open, or never started).
+    instance: Option<Arc<Instance>>,
+    context: u32,
+    request_buffer: BytesMut,
+    response_buffer: BytesMut,
+}
+
+/// A request's run through a chain.
+pub struct FilterStream {
+    slots: Vec<Slot>,
+    stream: Option<Box<StreamData>>,
+    events: mpsc::UnboundedReceiver<StreamEvent>,
+    buffer_limit: usize,
+    pause_limit: Duration,
+    /// Set when a request-body phase decided the request's answer (413, a local reply, a
+    /// failure): the handler answers with it instead of the upstream's outcome.
+    outcome: Option<Response<ProxyBody>>,
+    finished: bool,
+    /// Already the clean-up of a stream that went away: never handed on again.
+    orphan: bool,
+}
+
+/// The request as it enters the chain.
+pub struct RequestStart<'a> {
+    /// The downstream connection.
+    pub downstream: &'a Arc<Downstream>,
+    /// The request's head; headers are moved into the stream (and back by [`FilterStream::take_request`]).
+    pub parts: &'a mut http::request::Parts,
+    /// `:authority`.
+    pub authority: HeaderValue,
+    /// Most body bytes a paused filter may hold.
+    pub buffer_limit: usize,
+    /// Longest a filter may hold the stream paused.
+    pub pause_limit: Duration,
+}
+
+impl FilterStream {
+    /// Creates every filter's stream context. A filter whose instance cannot start fails the
+    /// request (`FAIL_CLOSE`) or sits this request out (`FAIL_OPEN`).
+    pub async fn start(chain: &Chain, start: RequestStart<'_>) -> Result<FilterStream, Flow> {
+        let (sender, events) = mpsc::unbounded_channel();
+        let parts = start.parts;
+        let path = parts.uri.path_and_query().map_or_else(
+            || Bytes::from_static(b"/"),
+            |p| Bytes::copy_from_slice(p.as_str().as_bytes()),
+        );
+        let mut request_headers = std::mem::take(&mut parts.headers);
+        request_headers.remove(header::HOST);
+        let stream = StreamData {
+            downstream: start.downstream.clone(),
+            started: SystemTime::now(),
+            version: parts.version,
+            method: parts.method.clone(),
+            scheme: start.downstream.scheme(),
+            authority: start.authority,
+            path,
+            request_headers,
+            request_trailers: None,
+            request_body: BytesMut::new(),
+            response: None,
+            response_trailers: None,
+            response_body: BytesMut::new(),
+            properties: Default::default(),
+            local_response: None,
+            resumed: [false; 2],
+            closed: false,
+            events: sender,
+        };
+        let mut this = FilterStream {
+            slots: Vec::with_capacity(chain.filters.len()),
+            stream: Some(Box::new(stream)),
+            events,
+            buffer_limit: start.buffer_limit,
+            pause_limit: start.pause_limit,
+            outcome: None,
+            finished: false,
+            orphan: false,
+        };
+        for (index, filter) in chain.filters.iter().enumerate() {
+            this.slots.push(Slot {
+                filter: filter.clone(),
+                instance: None,
+                context: 0,
+                request_buffer: BytesMut::new(),
+                response_buffer: BytesMut::new(),
+            });
+            if let Err(flow) = this.create_context(index).await {
+                this.finish().await;
+                return Err(flow);
+            }
+        }
+        Ok(this)
+    }
+
+    /// Puts filter `slot` on an instance and creates its context there. An instance that
+    /// failed while this stream waited for it is not this stream's failure: the stream moves
+    /// to a fresh one.
+    async fn create_context(&mut self, slot: usize) -> Result<(), Flow> {
+        let filter = self.slots[slot].filter.clone();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let instance = match filter.acquire().await {
+                Ok(instance) => instance,
+                Err(failure) => {
+                    return match filter.fail_strategy() {
+                        FailStrategy::FailOpen => Ok(()),
+                        FailStrategy::FailClose => {
+                            Err(Flow::Respond(filter_failed(&filter, &failure.to_string())))
+                        }
+                    };
+                }
+            };
+            let context = instance.new_context();
+            let result = instance
+                .stream_call(&mut self.stream, context, slot, StreamCall::Create)
+                .await;
+            match result {
+                Ok(_) => {
+                    self.slots[slot].instance = Some(instance);
+                    self.slots[slot].context = context;
+                    return Ok(());
+                }
+                Err(failure) if failure.stale && attempts < 3 => continue,
+                Err(failure) => {
+                    tracing::warn!(filter = %filter.config.name, plugin = %filter.plugin.name, %failure, "filter failed");
+                    return match filter.fail_strategy() {
+                        FailStrategy::FailOpen => Ok(()),
+                        FailStrategy::FailClose => {
+                            Err(Flow::Respond(filter_failed(&filter, &failure.to_string())))
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    fn stream(&mut self) -> Option<&mut StreamData> {
+        self.stream.as_deref_mut()
+    }
+
+    /// Calls filter `slot`. A failure drops the filter out of the stream; with `FAIL_CLOSE`
+    /// the request's answer is the 503.
+    async fn call(&mut self, slot: usize, call: StreamCall) -> Result<u32, Flow> {
+        let Some(instance) = self.slots[slot].instance.clone() else {
+            return Ok(0);
+        };
+        let context = self.slots[slot].context;
+        match instance
+            .stream_call(&mut self.stream, context, slot, call)
+            .await
+        {
+            Ok(value) => Ok(value),
+            Err(failure) => {
+                self.slots[slot].instance = None;
+                let filter = &self.slots[slot].filter;
+                tracing::warn!(filter = %filter.config.name, plugin = %filter.plugin.name, %failure, "filter failed");
+                match filter.fail_strategy() {
+                    FailStrategy::FailOpen => Ok(0),
+                    FailStrategy::FailClose => {
+                        Err(Flow::Respond(filter_failed(filter, &failure.to_string())))
+                    }
+                }
+            }
+        }
+    }
+
+    /// A local reply or close asked for during the last call, as the answer.
+    fn take_local(&mut self) -> Option<Flow> {
+        let stream = self.stream()?;
+        if let Some(local) = stream.local_response.take() {
+            return Some(Flow::Respond(local_response(local)));
+        }
+        if stream.closed {
+            return Some(Flow::Respond(reset_response()));
+        }
+        None
+    }
+
+    /// Holds the stream after filter `slot` paused `side`, delivering events, until it is
+    /// resumed or answered.
+    async fn wait_resumed(&mut self, slot: usize, side: Side) -> Flow {
+        let deadline = tokio::time::Instant::now() + self.pause_limit;
+        loop {
+            let event = match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => event,
+                Ok(None) | Err(_) => {
+                    return Flow::Respond(
+                        ProxyError::FilterStalled {
+                            filter: self.slots[slot].filter.config.name.to_string(),
+                            side: match side {
+                                Side::Request => "request",
+                                Side::Response => "response",
+                            },
+                            after: self.pause_limit,
+                        }
+                        .into_response(),
+                    );
+                }
+            };
+            if let Some(flow) = self.handle_event(event, side).await {
+                return flow;
+            }
+        }
+    }
+
+    /// Delivers one event; `Some` when it decided the stream's fate (or resumed `side`).
+    async fn handle_event(&mut self, event: StreamEvent, side: Side) -> Option<Flow> {
+        match event {
+            StreamEvent::HttpCall {
+                slot,
+                token,
+                response,
+            } => {
+                if let Err(flow) = self
+                    .call(slot, StreamCall::HttpCallResponse { token, response })
+                    .await
+                {
+                    return Some(flow);
+                }
+            }
+            StreamEvent::Grpc { slot, token, event } => {
+                if let Err(flow) = self.call(slot, StreamCall::Grpc { token, event }).await {
+                    return Some(flow);
+                }
+            }
+            StreamEvent::Resume(resumed) => {
+                return (resumed == side).then_some(Flow::Continue);
+            }
+            StreamEvent::LocalResponse(local) => {
+                return Some(Flow::Respond(local_response(local)));
+            }
+            StreamEvent::Close => return Some(Flow::Respond(reset_response())),
+        }
+        if let Some(flow) = self.take_local() {
+            return Some(flow);
+        }
+        let resumed = self.stream.as_ref().is_some_and(|s| s.resumed(side));
+        resumed.then_some(Flow::Continue)
+    }
+
+    /// Delivers events that are already waiting (callouts that completed while the stream was
+    /// not paused).
+    async fn deliver_ready(&mut self, side: Side) -> Option<Flow> {
+        while let Ok(event) = self.events.try_recv() {
+            if let StreamEvent::Resume(_) = event {
+                continue;
+            }
+            if let Some(Flow::Respond(response)) = self.handle_event(event, side).await {
+                return Some(Flow::Respond(response));
+            }
+        }
+        None
+    }
+
+    /// Runs a phase on filter `slot` and settles what it asked for: a local reply, or a pause
+    /// to wait out.
+    async fn phase(
+        &mut self,
+        slot: usize,
+        call: StreamCall,
+        side: Side,
+        may_pause: bool,
+    ) -> Result<u32, Flow> {
+        let action = self.call(slot, call).await?;
+        if let Some(flow) = self.take_local() {
+            return Err(flow);
+        }
+        let resumed = self.stream.as_ref().is_some_and(|s| s.resumed(side));
+        if action == PAUSE && may_pause && !resumed {
+            if let Flow::Respond(response) = self.wait_resumed(slot, side).await {
+                return Err(Flow::Respond(response));
+            }
+            return Ok(0);
+        }
+        Ok(action)
+    }
+
+    /// The request-headers phase, top-down.
+    pub async fn request_headers(&mut self, end_of_stream: bool) -> Flow {
+        for slot in 0..self.slots.len() {
+            let headers = self
+                .stream
+                .as_ref()
+                .map_or(0, |s| s.request_headers.len() as u32 + 4);
+            let call = StreamCall::RequestHeaders {
+                headers,
+                end_of_stream,
+            };
+            if let Err(flow) = self.phase(slot, call, Side::Request, true).await {
+                return flow;
+            }
+        }
+        self.deliver_ready(Side::Request)
+            .await
+            .unwrap_or(Flow::Continue)
+    }
+
+    /// The request head after the request-headers phase: method, path, authority and headers
+    /// as the filters left them, and the cluster a filter chose (`weft.upstream_cluster`).
+    pub fn take_request(
+        &mut self,
+        parts: &mut http::request::Parts,
+    ) -> Result<(HeaderValue, Option<String>), ProxyError> {
+        let Some(stream) = self.stream.as_deref_mut() else {
+            return Err(ProxyError::BadRequest("request state lost".into()));
+        };
+        parts.method = stream.method.clone();
+        // Filters may read the request headers again in later phases (`on_log` included).
+        parts.headers = stream.request_headers.clone();
+        let path = http::uri::PathAndQuery::from_maybe_shared(stream.path.clone())
+            .map_err(|e| ProxyError::BadRequest(format!("a filter set an invalid :path: {e}")))?;
+        parts.uri = http::Uri::from(path);
+        let cluster = stream
+            .properties
+            .get(UPSTREAM_CLUSTER)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        Ok((stream.authority.clone(), cluster))
+    }
+
+    /// One request body chunk through the chain; what comes out goes upstream.
+    async fn request_data(
+        &mut self,
+        data: Bytes,
+        end_of_stream: bool,
+    ) -> Result<Option<Bytes>, ()> {
+        let mut data = data;
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].instance.is_none() {
+                continue;
+            }
+            let mut buffered = std::mem::take(&mut self.slots[slot].request_buffer);
+            buffered.extend_from_slice(&data);
+            let size = buffered.len() as u32;
+            if let Some(stream) = self.stream() {
+                stream.request_body = buffered;
+            }
+            let call = StreamCall::RequestBody {
+                size,
+                end_of_stream,
+            };
+            match self.phase(slot, call, Side::Request, end_of_stream).await {
+                Err(flow) => {
+                    self.outcome = Some(flow_response(flow));
+                    return Err(());
+                }
+                Ok(PAUSE) => {
+                    let held = self
+                        .stream()
+                        .map(|s| std::mem::take(&mut s.request_body))
+                        .unwrap_or_default();
+                    if held.len() > self.buffer_limit {
+                        self.outcome = Some(
+                            ProxyError::BodyTooLarge {
+                                filter: self.slots[slot].filter.config.name.to_string(),
+                                limit: self.buffer_limit,
+                            }
+                            .into_response(),
+                        );
+                        return Err(());
+                    }
+                    self.slots[slot].request_buffer = held;
+                    return Ok(None);
+                }
+                Ok(_) => {
+                    data = self
+                        .stream()
+                        .map(|s| std::mem::take(&mut s.request_body).freeze())
+                        .unwrap_or_default();
+                }
+            }
+        }
+        Ok(Some(data))
+    }
+
+    /// Request trailers through the chain (buffered body chunks are flushed first).
+    async fn request_trailers(
+        &mut self,
+        trailers: HeaderMap,
+    ) -> Result<(Option<Bytes>, HeaderMap), ()> {
+        let flushed = self.request_data(Bytes::new(), true).await?;
+        if let Some(stream) = self.stream() {
+            stream.request_trailers = Some(trailers);
+        }
+        for slot in 0..self.slots.len() {
+            let count = self
+                .stream
+                .as_ref()
+                .and_then(|s| s.request_trailers.as_ref())
+                .map_or(0, |t| t.len() as u32);
+            let call = StreamCall::RequestTrailers { trailers: count };
+            if let Err(flow) = self.phase(slot, call, Side::Request, true).await {
+                self.outcome = Some(flow_response(flow));
+                return Err(());
+            }
+        }
+        let trailers = self
+            .stream()
+            .and_then(|s| s.request_trailers.clone())
+            .unwrap_or_default();
+        Ok((flushed, trailers))
+    }
+
+    /// The response-headers phase, bottom-up. `Continue` leaves the (possibly rewritten) head
+    /// in `response`.
+    pub async fn response_headers(
+        &mut self,
+        response: &mut http::response::Parts,
+        end_of_stream: bool,
+    ) -> Flow {
+        if let Some(stream) = self.stream() {
+            stream.response = Some(ResponseHead {
+                status: response.status,
+                headers: std::mem::take(&mut response.headers),
+            });
+        }
+        for slot in (0..self.slots.len()).rev() {
+            let headers = self
+                .stream
+                .as_ref()
+                .and_then(|s| s.response.as_ref())
+                .map_or(0, |r| r.headers.len() as u32 + 1);
+            let call = StreamCall::ResponseHeaders {
+                headers,
+                end_of_stream,
+            };
+            if let Err(flow) = self.phase(slot, call, Side::Response, true).await {
+                return flow;
+            }
+        }
+        if let Some(head) = self.stream().and_then(|s| s.response.clone()) {
+            response.status = head.status;
+            response.headers = head.headers;
+        }
+        self.deliver_ready(Side::Response)
+            .await
+            .unwrap_or(Flow::Continue)
+    }
+
+    /// One response body chunk through the chain, bottom-up.
+    async fn response_data(
+        &mut self,
+        data: Bytes,
+        end_of_stream: bool,
+    ) -> Result<Option<Bytes>, BoxError> {
+        let mut data = data;
+        for slot in (0..self.slots.len()).rev() {
+            if self.slots[slot].instance.is_none() {
+                continue;
+            }
+            let mut buffered = std::mem::take(&mut self.slots[slot].response_buffer);
+            buffered.extend_from_slice(&data);
+            let size = buffered.len() as u32;
+            if let Some(stream) = self.stream() {
+                stream.response_body = buffered;
+            }
+            let call = StreamCall::ResponseBody {
+                size,
+                end_of_stream,
+            };
+            match self.phase(slot, call, Side::Response, end_of_stream).await {
+                Err(_) => {
+                    return Err(format!(
+                        "filter {} ended the response mid-body",
+                        self.slots[slot].filter.config.name
+                    )
+                    .into());
+                }
+                Ok(PAUSE) => {
+                    let held = self
+                        .stream()
+                        .map(|s| std::mem::take(&mut s.response_body))
+                        .unwrap_or_default();
+                    if held.len() > self.buffer_limit {
+                        let error = ProxyError::ResponseBodyTooLarge {
+                            filter: self.slots[slot].filter.config.name.to_string(),
+                            limit: self.buffer_limit,
+                        };
+                        return Err(error.to_string().into());
+                    }
+                    self.slots[slot].response_buffer = held;
+                    return Ok(None);
+                }
+                Ok(_) => {
+                    data = self
+                        .stream()
+                        .map(|s| std::mem::take(&mut s.response_body).freeze())
+                        .unwrap_or_default();
+                }
+            }
+        }
+        Ok(Some(data))
+    }
+
+    /// Response trailers through the chain, bottom-up (buffered chunks flushed first).
+    async fn response_trailers(
+        &mut self,
+        trailers: HeaderMap,
+    ) -> Result<(Option<Bytes>, HeaderMap), BoxError> {
+        let flushed = self.response_data(Bytes::new(), true).await?;
+        if let Some(stream) = self.stream() {
+            stream.response_trailers = Some(trailers);
+        }
+        for slot in (0..self.slots.len()).rev() {
+            let count = self
+                .stream
+                .as_ref()
+                .and_then(|s| s.response_trailers.as_ref())
+                .map_or(0, |t| t.len() as u32);
+            let call = StreamCall::ResponseTrailers { trailers: count };
+            if self.phase(slot, call, Side::Response, true).await.is_err() {
+                return Err("a filter ended the response at its trailers".into());
+            }
+        }
+        let trailers = self
+            .stream()
+            .and_then(|s| s.response_trailers.clone())
+            .unwrap_or_default();
+        Ok((flushed, trailers))
+    }
+
+    /// The answer a request-body phase decided on, if any.
+    pub fn take_outcome(&mut self) -> Option<Response<ProxyBody>> {
+        self.outcome.take()
+    }
+
+    /// Records the response the client gets (for `response.code` in `on_log`) when it did not
+    /// come through the response phases: a local reply or an error.
+    pub fn record_response(&mut self, response: &Response<ProxyBody>) {
+        if let Some(stream) = self.stream() {
+            stream.response = Some(ResponseHead {
+                status: response.status(),
+                headers: response.headers().clone(),
+            });
+        }
+    }
+
+    /// Ends the stream with `response` (a local reply or an error): recorded for `on_log`,
+    /// then every context ended.
+    pub async fn end_with(&mut self, response: Response<ProxyBody>) -> Response<ProxyBody> {
+        self.record_response(&response);
+        self.finish().await;
+        response
+    }
+
+    /// `on_done`, `on_log` and `on_delete` on every context, in chain order. Runs once.
+    pub async fn finish(&mut self) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].instance.is_none() {
+                continue;
+            }
+            for call in [StreamCall::Done, StreamCall::Log, StreamCall::Delete] {
+                // A failure here has no request left to fail; the instance is replaced.
+                if self.call(slot, call).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for FilterStream {
+    fn drop(&mut self) {
+        if self.finished || self.orphan || self.slots.iter().all(|s| s.instance.is_none()) {
+            return;
+        }
+        // The request went away mid-flight (client gone): end the contexts on a task of their own.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (sender, events) = mpsc::unbounded_channel();
+        drop(sender);
+        let mut orphan = FilterStream {
+            slots: std::mem::take(&mut self.slots),
+            stream: self.stream.take(),
+            events,
+            buffer_limit: self.buffer_limit,
+            pause_limit: self.pause_limit,
+            outcome: None,
+            finished: false,
+            orphan: true,
+        };
+        self.finished = true;
+        handle.spawn(async move {
+            if orphan.stream.is_none() {
+                // The stream was lent to a call that was cancelled; only delete the contexts.
+                orphan.finished = true;
+                for slot in 0..orphan.slots.len() {
+                    let _ = orphan.call(slot, StreamCall::Delete).await;
+                }
+                return;
+            }
+            orphan.finish().await;
+        });
+    }
+}
+
+fn flow_response(flow: Flow) -> Response<ProxyBody> {
+    match flow {
+        Flow::Respond(response) => response,
+        // Never decided by a failing phase; answer as a failed filter would.
+        Flow::Continue => reset_response(),
+    }
+}
+
+/// The 503 of a filter that failed with `FAIL_CLOSE`.
+fn filter_failed(filter: &Filter, reason: &str) -> Response<ProxyBody> {
+    ProxyError::FilterFailed {
+        filter: filter.config.name.to_string(),
+        plugin: filter.plugin.name.to_string(),
+        reason: reason.to_owned(),
+    }
+    .into_response()
+}
+
+/// A filter's local reply as a response.
+pub fn local_response(local: LocalResponse) -> Response<ProxyBody> {
+    let has_body = !local.body.is_empty();
+    let mut response = Response::new(full(local.body));
+    *response.status_mut() = local.status;
+    let headers = response.headers_mut();
+    for (name, value) in local.headers {
+        headers.append(name, value);
+    }
+    if has_body && !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    if let Some(status) = local.grpc_status
+        && let Ok(value) = HeaderValue::from_str(&status.to_string())
+    {
+        headers.insert("grpc-status", value);
+    }
+    response
+}
+
+/// What `proxy_close_stream` answers with: a body that fails at once, so the connection (or
+/// HTTP/2 stream) is reset rather than answered.
+fn reset_response() -> Response<ProxyBody> {
+    let body = http_body_util::StreamBody::new(futures_util::stream::once(async {
+        Err::<Frame<Bytes>, BoxError>("stream closed by a filter".into())
+    }));
+    let mut response = Response::new(crate::http::body::boxed(body));
+    *response.status_mut() = StatusCode::BAD_GATEWAY;
+    response
+}
+
+/// The running body phase of a [`FilteredBody`].
+type Step = Pin<Box<dyn Future<Output = Result<Vec<Frame<Bytes>>, BoxError>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// A body streamed through a chain's body phases: the request body on its way upstream or
+    /// the response body on its way downstream. The response side ends the stream's contexts
+    /// (`on_done`/`on_log`/`on_delete`) once its last frame went through.
+    pub struct FilteredBody {
+        #[pin]
+        inner: ProxyBody,
+        stream: Arc<Mutex<FilterStream>>,
+        side: Side,
+        step: Option<Step>,
+        ready: VecDeque<Frame<Bytes>>,
+        inner_done: bool,
+        done: bool,
+    }
+}
+
+impl FilteredBody {
+    /// Wraps `inner`, filtering it on `side`.
+    pub fn new(inner: ProxyBody, stream: Arc<Mutex<FilterStream>>, side: Side) -> Self {
+        Self {
+            inner,
+            stream,
+            side,
+            step: None,
+            ready: VecDeque::new(),
+            inner_done: false,
+            done: false,
+        }
+    }
+}
+
+/// What the inner body produced.
+enum Input {
+    Data(Bytes, bool),
+    Trailers(HeaderMap),
+    End,
+}
+
+fn run_step(stream: Arc<Mutex<FilterStream>>, side: Side, input: Input) -> Step {
+    Box::pin(async move {
+        let mut stream = stream.lock_owned().await;
+        let mut frames = Vec::new();
+        let end = !matches!(input, Input::Data(_, false));
+        let result = match (side, input) {
+            (Side::Request, Input::Data(data, eos)) => stream
+                .request_data(data, eos)
+                .await
+                .map(|out| frames.extend(out.filter(|d| !d.is_empty()).map(Frame::data)))
+                .map_err(|()| BoxError::from("request body refused by a filter")),
+            (Side::Request, Input::End) => stream
+                .request_data(Bytes::new(), true)
+                .await
+                .map(|out| frames.extend(out.filter(|d| !d.is_empty()).map(Frame::data)))
+                .map_err(|()| BoxError::from("request body refused by a filter")),
+            (Side::Request, Input::Trailers(trailers)) => stream
+                .request_trailers(trailers)
+                .await
+                .map(|(data, trailers)| {
+                    frames.extend(data.filter(|d| !d.is_empty()).map(Frame::data));
+                    frames.push(Frame::trailers(trailers));
+                })
+                .map_err(|()| BoxError::from("request trailers refused by a filter")),
+            (Side::Response, Input::Data(data, eos)) => stream
+                .response_data(data, eos)
+                .await
+                .map(|out| frames.extend(out.filter(|d| !d.is_empty()).map(Frame::data))),
+            (Side::Response, Input::End) => stream
+                .response_data(Bytes::new(), true)
+                .await
+                .map(|out| frames.extend(out.filter(|d| !d.is_empty()).map(Frame::data))),
+            (Side::Response, Input::Trailers(trailers)) => stream
+                .response_trailers(trailers)
+                .await
+                .map(|(data, trailers)| {
+                    frames.extend(data.filter(|d| !d.is_empty()).map(Frame::data));
+                    frames.push(Frame::trailers(trailers));
+                }),
+        };
+        if side == Side::Response && (end || result.is_err()) {
+            stream.finish().await;
+        }
+        result.map(|()| frames)
+    })
+}
+
+impl Body for FilteredBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        loop {
+            if let Some(frame) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if let Some(step) = this.step.as_mut() {
+                match step.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(result) => {
+                        *this.step = None;
+                        match result {
+                            Ok(frames) => {
+                                this.ready.extend(frames);
+                                continue;
+                            }
+                            Err(error) => {
+                                *this.done = true;
+                                *this.inner_done = true;
+                                return Poll::Ready(Some(Err(error)));
+                            }
+                        }
+                    }
+                }
+            }
+            if *this.inner_done {
+                *this.done = true;
+                return Poll::Ready(None);
+            }
+            let input = match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    *this.inner_done = true;
+                    Input::End
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    *this.done = true;
+                    *this.inner_done = true;
+                    return Poll::Ready(Some(Err(error)));
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        let eos = this.inner.is_end_stream();
+                        *this.inner_done = eos;
+                        Input::Data(data, eos)
+                    }
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) => {
+                            *this.inner_done = true;
+                            Input::Trailers(trailers)
+                        }
+                        Err(_) => continue,
+                    },
+                },
+            };
+            *this.step = Some(run_step(this.stream.clone(), *this.side, input));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.ready.is_empty()
+    }
+}

@@ -1,0 +1,360 @@
+//! What a plugin instance's host functions see: [`HostData`] (one per instance, in its wasmtime
+//! store) and [`StreamData`] (one per request, shared by every filter of the chain and lent to
+//! an instance for the duration of each call into it).
+//!
+//! A request's headers, bodies and trailers live in its `StreamData`; the chain executor moves
+//! it into the store of the filter it calls (`HostData::stream`) and takes it back when the call
+//! returns, so host functions work on plain owned data with no locks. Anything a host function
+//! cannot do inline — resuming a stream that is not the one being called, delivering a callout's
+//! response later — travels as a [`StreamEvent`] to the task that owns the stream.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock, Weak},
+    time::{Duration, SystemTime},
+};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use tokio::sync::mpsc;
+use wasmtime::{Memory, TypedFunc};
+
+use super::{
+    callout::CalloutResponse, host::WasmHost, instance::Instance, properties::PluginIdentity,
+};
+use crate::http::proxy::Downstream;
+
+/// Which side of a stream an event or action is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The request (downstream → upstream).
+    Request,
+    /// The response (upstream → downstream).
+    Response,
+}
+
+/// Something that happened to a stream outside a call on it.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// An HTTP callout dispatched by the filter in `slot` completed (or failed: no headers).
+    HttpCall {
+        /// The chain position of the filter that dispatched it.
+        slot: usize,
+        /// Its token.
+        token: u32,
+        /// What came back.
+        response: CalloutResponse,
+    },
+    /// A gRPC call or stream dispatched by the filter in `slot` produced something.
+    Grpc {
+        /// The chain position of the filter that dispatched it.
+        slot: usize,
+        /// Its token.
+        token: u32,
+        /// What happened.
+        event: GrpcEvent,
+    },
+    /// `proxy_continue_stream` from another context (a root context's tick, say).
+    Resume(Side),
+    /// `proxy_send_local_response` from another context.
+    LocalResponse(LocalResponse),
+    /// `proxy_close_stream` from another context.
+    Close,
+}
+
+/// Something for an instance's root context, run by a task of its own
+/// ([`Instance::spawn_root`]).
+#[derive(Debug)]
+pub enum RootEvent {
+    /// The tick period elapsed (`proxy_on_tick`).
+    Tick,
+    /// An item was enqueued on a queue the root context registered (`proxy_on_queue_ready`).
+    QueueReady(u32),
+    /// An HTTP callout the root context dispatched (or whose stream is gone) completed.
+    HttpCall {
+        /// Its token.
+        token: u32,
+        /// What came back.
+        response: CalloutResponse,
+    },
+    /// A gRPC call or stream the root context opened produced something.
+    Grpc {
+        /// Its token.
+        token: u32,
+        /// What happened.
+        event: GrpcEvent,
+    },
+}
+
+/// A gRPC callout's progress, delivered to the guest in order.
+#[derive(Debug)]
+pub enum GrpcEvent {
+    /// Response headers (`proxy_on_grpc_receive_initial_metadata`).
+    InitialMetadata(Vec<(Bytes, Bytes)>),
+    /// One message (`proxy_on_grpc_receive`).
+    Message(Bytes),
+    /// Trailers (`proxy_on_grpc_receive_trailing_metadata`).
+    TrailingMetadata(Vec<(Bytes, Bytes)>),
+    /// The call ended with a gRPC status and message (`proxy_on_grpc_close`).
+    Close {
+        /// gRPC status code.
+        status: u32,
+        /// `grpc-message`.
+        message: Bytes,
+    },
+}
+
+/// A reply a filter asked for with `proxy_send_local_response`.
+#[derive(Debug, Clone)]
+pub struct LocalResponse {
+    /// Status code.
+    pub status: StatusCode,
+    /// Extra headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Body.
+    pub body: Bytes,
+    /// The filter's reason (`details`), for logs.
+    pub details: String,
+    /// `grpc-status` to add, when the filter gave one.
+    pub grpc_status: Option<u32>,
+}
+
+/// The response as filters see it.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    /// `:status`.
+    pub status: StatusCode,
+    /// Headers (hop-by-hop already removed).
+    pub headers: HeaderMap,
+}
+
+/// One request as the filters see it: every mutable piece of the stream.
+pub struct StreamData {
+    /// The connection it arrived on.
+    pub downstream: Arc<Downstream>,
+    /// When it started.
+    pub started: SystemTime,
+    /// Protocol version of the downstream request.
+    pub version: Version,
+    /// `:method`.
+    pub method: Method,
+    /// `:scheme`.
+    pub scheme: &'static str,
+    /// `:authority` (the `Host` header on HTTP/1.1; kept out of `request_headers`).
+    pub authority: HeaderValue,
+    /// `:path`, with the query.
+    pub path: Bytes,
+    /// Request headers without pseudo-headers and without `Host`.
+    pub request_headers: HeaderMap,
+    /// Request trailers, once they arrived.
+    pub request_trailers: Option<HeaderMap>,
+    /// The request body the current call sees (`HttpRequestBody`).
+    pub request_body: BytesMut,
+    /// The response head, once it arrived (or a local reply's).
+    pub response: Option<ResponseHead>,
+    /// Response trailers, once they arrived.
+    pub response_trailers: Option<HeaderMap>,
+    /// The response body the current call sees (`HttpResponseBody`).
+    pub response_body: BytesMut,
+    /// Values filters stored with `proxy_set_property`, by dotted path.
+    pub properties: HashMap<String, Bytes>,
+    /// A local reply asked for during the current call.
+    pub local_response: Option<LocalResponse>,
+    /// `proxy_continue_stream` was called for the request / response during the current call.
+    pub resumed: [bool; 2],
+    /// `proxy_close_stream` was called.
+    pub closed: bool,
+    /// Where callouts and other contexts send this stream's events.
+    pub events: mpsc::UnboundedSender<StreamEvent>,
+}
+
+impl StreamData {
+    /// Clears the per-call signals before a call.
+    pub fn clear_signals(&mut self) {
+        self.resumed = [false; 2];
+    }
+
+    /// Whether `proxy_continue_stream(side)` was called during the last call.
+    pub fn resumed(&self, side: Side) -> bool {
+        self.resumed[side as usize]
+    }
+}
+
+/// `proxy_on_http_call_response(context, token, headers, body_size, trailers)`.
+pub type CallResponseParams = (u32, u32, u32, u32, u32);
+
+/// The calls into a guest, resolved once per instance. Every export but the allocator is
+/// optional: a module that does not export a callback behaves as if it returned "continue".
+#[derive(Clone)]
+pub struct Exports {
+    /// The instance's linear memory.
+    pub memory: Memory,
+    /// `proxy_on_memory_allocate` (or `malloc`).
+    pub allocate: Option<TypedFunc<u32, u32>>,
+    /// `proxy_on_context_create(context, parent)`.
+    pub on_context_create: Option<TypedFunc<(u32, u32), ()>>,
+    /// `proxy_on_vm_start(root, vm_configuration_size)`.
+    pub on_vm_start: Option<TypedFunc<(u32, u32), u32>>,
+    /// `proxy_on_configure(root, plugin_configuration_size)`.
+    pub on_configure: Option<TypedFunc<(u32, u32), u32>>,
+    /// `proxy_on_tick(root)`.
+    pub on_tick: Option<TypedFunc<u32, ()>>,
+    /// `proxy_on_queue_ready(root, queue)`.
+    pub on_queue_ready: Option<TypedFunc<(u32, u32), ()>>,
+    /// `proxy_on_request_headers(context, headers, end_of_stream)`.
+    pub on_request_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    /// `proxy_on_request_body(context, size, end_of_stream)`.
+    pub on_request_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    /// `proxy_on_request_trailers(context, trailers)`.
+    pub on_request_trailers: Option<TypedFunc<(u32, u32), u32>>,
+    /// `proxy_on_response_headers(context, headers, end_of_stream)`.
+    pub on_response_headers: Option<TypedFunc<(u32, u32, u32), u32>>,
+    /// `proxy_on_response_body(context, size, end_of_stream)`.
+    pub on_response_body: Option<TypedFunc<(u32, u32, u32), u32>>,
+    /// `proxy_on_response_trailers(context, trailers)`.
+    pub on_response_trailers: Option<TypedFunc<(u32, u32), u32>>,
+    /// `proxy_on_log(context)`.
+    pub on_log: Option<TypedFunc<u32, ()>>,
+    /// `proxy_on_done(context)`.
+    pub on_done: Option<TypedFunc<u32, u32>>,
+    /// `proxy_on_delete(context)`.
+    pub on_delete: Option<TypedFunc<u32, ()>>,
+    /// `proxy_on_http_call_response(context, token, headers, body_size, trailers)`.
+    pub on_http_call_response: Option<TypedFunc<CallResponseParams, ()>>,
+    /// `proxy_on_grpc_receive_initial_metadata(context, token, headers)`.
+    pub on_grpc_receive_initial_metadata: Option<TypedFunc<(u32, u32, u32), ()>>,
+    /// `proxy_on_grpc_receive(context, token, size)`.
+    pub on_grpc_receive: Option<TypedFunc<(u32, u32, u32), ()>>,
+    /// `proxy_on_grpc_receive_trailing_metadata(context, token, trailers)`.
+    pub on_grpc_receive_trailing_metadata: Option<TypedFunc<(u32, u32, u32), ()>>,
+    /// `proxy_on_grpc_close(context, token, status)`.
+    pub on_grpc_close: Option<TypedFunc<(u32, u32, u32), ()>>,
+}
+
+/// Where a stream context of this instance sends its events, and the chain slot it has.
+#[derive(Clone)]
+pub struct StreamHandle {
+    /// The stream's event channel.
+    pub events: mpsc::UnboundedSender<StreamEvent>,
+    /// The filter's position in the stream's chain.
+    pub slot: usize,
+}
+
+/// The callout answer being delivered by the current call (`HttpCallResponse*` buffers and
+/// maps, `GrpcReceiveBuffer`, gRPC metadata).
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// `HttpCallResponseHeaders` / `GrpcReceiveInitialMetadata`.
+    pub headers: Vec<(Bytes, Bytes)>,
+    /// `HttpCallResponseTrailers` / `GrpcReceiveTrailingMetadata`.
+    pub trailers: Vec<(Bytes, Bytes)>,
+    /// `HttpCallResponseBody` / `GrpcReceiveBuffer`.
+    pub body: Bytes,
+}
+
+/// A gRPC call or stream the guest opened, by token.
+pub struct GrpcHandle {
+    /// Messages to send on a stream (`proxy_grpc_send`); `None` for a unary call.
+    pub send: Option<mpsc::UnboundedSender<super::callout::GrpcOutbound>>,
+    /// Aborts the call (`proxy_grpc_cancel`).
+    pub abort: tokio::task::AbortHandle,
+}
+
+/// The state of one plugin instance, reachable from every host function through its store.
+pub struct HostData {
+    /// Process-wide services: shared data, queues, metrics, clusters for callouts.
+    pub host: Arc<WasmHost>,
+    /// The filter this instance runs: names for properties and logs.
+    pub plugin: Arc<PluginIdentity>,
+    /// The plugin configuration (`PluginConfiguration` buffer).
+    pub configuration: Bytes,
+    /// The VM configuration (`VmConfiguration` buffer).
+    pub vm_configuration: Bytes,
+    /// The guest's exports, once instantiated.
+    pub exports: Option<Exports>,
+    /// The root context's id.
+    pub root_id: u32,
+    /// The context host functions act for (`proxy_set_effective_context`).
+    pub effective: u32,
+    /// The stream lent for the current call, and the context id this instance knows it by.
+    pub stream: Option<Box<StreamData>>,
+    /// The context id of `stream` in this instance.
+    pub stream_context: u32,
+    /// Live stream contexts of this instance, so a root context can resume or answer them.
+    pub streams: HashMap<u32, StreamHandle>,
+    /// The callout answer the current call delivers.
+    pub delivery: Option<Delivery>,
+    /// `proxy_get_status` after a gRPC close: code and message.
+    pub status: (u32, Bytes),
+    /// The tick period the root context asked for; `Some(ZERO)` stops ticking.
+    pub tick_period: Option<Duration>,
+    /// Set when `tick_period` changed during the current call.
+    pub tick_changed: bool,
+    /// Next callout token.
+    pub next_token: u32,
+    /// Open gRPC calls and streams by token.
+    pub grpc: HashMap<u32, GrpcHandle>,
+    /// Properties set outside any stream (on the root context).
+    pub root_properties: HashMap<String, Bytes>,
+    /// A `Critical` log line (the SDK's panic hook) was written during the current call.
+    pub panicked: bool,
+    /// The chain position of the filter `stream` is lent to (events from callouts carry it).
+    pub stream_slot: usize,
+    /// A handle on the instance itself, filled once it exists: callouts from the root context,
+    /// queue notifications and ticks reach the instance through it.
+    pub instance: Arc<OnceLock<Weak<Instance>>>,
+}
+
+impl HostData {
+    /// State for a fresh instance of `plugin`.
+    pub fn new(
+        host: Arc<WasmHost>,
+        plugin: Arc<PluginIdentity>,
+        configuration: Bytes,
+        vm_configuration: Bytes,
+    ) -> Self {
+        Self {
+            host,
+            plugin,
+            configuration,
+            vm_configuration,
+            exports: None,
+            root_id: 1,
+            effective: 1,
+            stream: None,
+            stream_context: 0,
+            streams: HashMap::new(),
+            delivery: None,
+            status: (0, Bytes::new()),
+            tick_period: None,
+            tick_changed: false,
+            next_token: 0,
+            grpc: HashMap::new(),
+            root_properties: HashMap::new(),
+            panicked: false,
+            stream_slot: 0,
+            instance: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The stream the effective context acts on, if the effective context is the stream lent
+    /// for this call.
+    pub fn current_stream(&mut self) -> Option<&mut StreamData> {
+        if self.effective == self.stream_context && self.stream_context != 0 {
+            self.stream.as_deref_mut()
+        } else {
+            None
+        }
+    }
+
+    /// The instance, if it is still alive.
+    pub fn instance(&self) -> Option<Arc<Instance>> {
+        self.instance.get().and_then(Weak::upgrade)
+    }
+
+    /// A fresh callout token (never 0).
+    pub fn token(&mut self) -> u32 {
+        self.next_token = self.next_token.wrapping_add(1).max(1);
+        self.next_token
+    }
+}

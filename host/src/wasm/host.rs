@@ -1,0 +1,149 @@
+//! [`WasmHost`]: the process-wide services every plugin instance reaches through its host
+//! functions — the engine, shared data and queues, plugin metrics, failure counters, and the
+//! clusters callouts go to. One per process; it outlives configuration versions, so shared
+//! data, queues and metrics survive a hot swap.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use arc_swap::ArcSwap;
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use weft_abi::LogLevel;
+
+use super::{
+    metrics::PluginMetrics,
+    runtime::{EngineSettings, WasmError, WasmRuntime},
+    shared::{SharedData, SharedQueues},
+};
+use crate::upstream::Cluster;
+
+/// Why a plugin failed, as `weft_plugin_failures_total{reason}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// A call ran past its deadline.
+    Deadline,
+    /// The instance hit its memory cap.
+    Memory,
+    /// The guest panicked (the SDK logged at `Critical`, then trapped).
+    Panic,
+    /// Any other trap.
+    Trap,
+    /// A fresh instance could not be started (instantiation, `on_vm_start` or `on_configure`).
+    Start,
+}
+
+impl FailureReason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deadline => "deadline",
+            Self::Memory => "memory",
+            Self::Panic => "panic",
+            Self::Trap => "trap",
+            Self::Start => "start",
+        }
+    }
+}
+
+/// Process-wide plugin services.
+pub struct WasmHost {
+    /// The engine and module cache.
+    pub runtime: Arc<WasmRuntime>,
+    /// Shared data (per VM id, with compare-and-swap).
+    pub shared_data: SharedData,
+    /// Shared queues.
+    pub queues: SharedQueues,
+    /// Metrics plugins define.
+    pub metrics: PluginMetrics,
+    /// `weft_plugin_failures_total{plugin,reason}`.
+    pub failures: IntCounterVec,
+    /// `weft_plugin_instances_created_total{plugin}`.
+    pub instances_created: IntCounterVec,
+    /// `weft_plugin_instances{plugin}`: live instances.
+    pub instances: IntGaugeVec,
+    /// `weft_plugin_memory_bytes{plugin}`: linear memory of live instances.
+    pub memory: IntGaugeVec,
+    /// The clusters of the serving configuration, for callouts.
+    pub clusters: ArcSwap<BTreeMap<Arc<str>, Arc<Cluster>>>,
+    /// The host functions, linked once for every module.
+    pub linker: wasmtime::Linker<super::runtime::GuestState<super::context::HostData>>,
+    /// The most verbose level plugins log at (`proxy_get_log_level`), from `RUST_LOG`.
+    pub log_level: LogLevel,
+}
+
+impl WasmHost {
+    /// Starts the engine and registers plugin metrics in `registry`.
+    pub fn new(settings: EngineSettings, registry: &Registry) -> Result<Arc<Self>, WasmError> {
+        let runtime = WasmRuntime::new(settings)?;
+        let counter = |name: &str, help: &str| -> Result<IntCounterVec, WasmError> {
+            let metric = IntCounterVec::new(Opts::new(name, help), &["plugin"])
+                .map_err(|e| WasmError::Engine(e.to_string()))?;
+            Ok(metric)
+        };
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "weft_plugin_failures_total",
+                "Plugin failures (trap, panic, deadline, memory, start) by plugin and reason.",
+            ),
+            &["plugin", "reason"],
+        )
+        .map_err(|e| WasmError::Engine(e.to_string()))?;
+        let instances_created = counter(
+            "weft_plugin_instances_created_total",
+            "Plugin instances started, by plugin.",
+        )?;
+        let gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &["plugin"])
+                .map_err(|e| WasmError::Engine(e.to_string()))
+        };
+        let instances = gauge("weft_plugin_instances", "Live plugin instances, by plugin.")?;
+        let memory = gauge(
+            "weft_plugin_memory_bytes",
+            "Linear memory of live plugin instances, by plugin.",
+        )?;
+        for metric in [
+            Box::new(failures.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(instances_created.clone()),
+            Box::new(instances.clone()),
+            Box::new(memory.clone()),
+        ] {
+            // A second host on the same registry (tests) keeps the first registration.
+            let _ = registry.register(metric);
+        }
+        let mut linker = wasmtime::Linker::new(runtime.engine());
+        super::hostcalls::add_to_linker(&mut linker)
+            .map_err(|e| WasmError::Engine(format!("cannot define the host functions: {e:#}")))?;
+        Ok(Arc::new(Self {
+            linker,
+            runtime,
+            shared_data: SharedData::new(),
+            queues: SharedQueues::new(),
+            metrics: PluginMetrics::new(registry.clone()),
+            failures,
+            instances_created,
+            instances,
+            memory,
+            clusters: ArcSwap::from_pointee(BTreeMap::new()),
+            log_level: current_log_level(),
+        }))
+    }
+
+    /// Counts a failure of `plugin`.
+    pub fn count_failure(&self, plugin: &str, reason: FailureReason) {
+        self.failures
+            .with_label_values(&[plugin, reason.as_str()])
+            .inc();
+    }
+}
+
+/// The most verbose level `tracing` will record for plugin logs.
+fn current_log_level() -> LogLevel {
+    use tracing::level_filters::LevelFilter;
+    match LevelFilter::current() {
+        LevelFilter::TRACE => LogLevel::Trace,
+        LevelFilter::DEBUG => LogLevel::Debug,
+        LevelFilter::INFO => LogLevel::Info,
+        LevelFilter::WARN => LogLevel::Warn,
+        LevelFilter::ERROR => LogLevel::Error,
+        _ => LogLevel::Critical,
+    }
+}

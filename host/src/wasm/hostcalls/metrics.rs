@@ -1,0 +1,49 @@
+//! Metrics: `proxy_define_metric`, `proxy_increment_metric`, `proxy_record_metric` and
+//! `proxy_get_metric`, over [`PluginMetrics`](crate::wasm::metrics::PluginMetrics) (which holds
+//! Envoy's semantics: ids carry their type, counters only grow, unknown ids are `NotFound`).
+//! An unknown metric type is `BadArgument`.
+
+use weft_abi::{HOST_MODULE, MetricType, Status};
+
+use super::memory::{Ctx, HostLinker, finish, read_string, state, write_u32, write_u64};
+
+/// Defines the four metric functions.
+pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        HOST_MODULE,
+        "proxy_define_metric",
+        |mut caller: Ctx<'_>, kind: u32, name: u32, name_size: u32, id_ptr: u32| {
+            finish((|| {
+                let kind = MetricType::try_from(kind).map_err(|_| Status::BadArgument)?;
+                let name = read_string(&mut caller, name, name_size)?;
+                let id = state(&mut caller).host.metrics.define(kind, &name)?;
+                write_u32(&mut caller, id_ptr, id)
+            })())
+        },
+    )?;
+    linker.func_wrap(
+        HOST_MODULE,
+        "proxy_increment_metric",
+        |mut caller: Ctx<'_>, id: u32, offset: i64| {
+            finish(state(&mut caller).host.metrics.increment(id, offset))
+        },
+    )?;
+    linker.func_wrap(
+        HOST_MODULE,
+        "proxy_record_metric",
+        |mut caller: Ctx<'_>, id: u32, value: u64| {
+            finish(state(&mut caller).host.metrics.record(id, value))
+        },
+    )?;
+    linker.func_wrap(
+        HOST_MODULE,
+        "proxy_get_metric",
+        |mut caller: Ctx<'_>, id: u32, value_ptr: u32| {
+            finish((|| {
+                let value = state(&mut caller).host.metrics.get(id)?;
+                write_u64(&mut caller, value_ptr, value)
+            })())
+        },
+    )?;
+    Ok(())
+}

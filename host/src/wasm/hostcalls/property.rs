@@ -1,0 +1,77 @@
+//! Properties (`proxy_get_property`, `proxy_set_property`): reads through
+//! [`Properties`](crate::wasm::properties::Properties) for the stream the effective context is
+//! on (or for the root context), writes into that stream's property map (or the root
+//! context's) under the path's segments joined with `.` — how a filter sets
+//! [`weft.upstream_cluster`](crate::wasm::properties::UPSTREAM_CLUSTER).
+//!
+//! An unknown path is `NotFound`; a path or value outside guest memory is
+//! `InvalidMemoryAccess`. Setting a property always succeeds: Envoy answers `NotFound` without
+//! a stream, which the Rust SDK turns into a panic, so weft keeps root-context values instead.
+
+use bytes::Bytes;
+use weft_abi::{HOST_MODULE, Status, split_property_path};
+
+use super::memory::{Ctx, HostLinker, HostResult, copy_to_guest, finish, read, state};
+use crate::wasm::{context::HostData, properties::Properties};
+
+/// Defines `proxy_get_property` and `proxy_set_property`.
+pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
+    linker.func_wrap_async(
+        HOST_MODULE,
+        "proxy_get_property",
+        |mut caller: Ctx<'_>, (path, path_size, ptr_ptr, size_ptr): (u32, u32, u32, u32)| {
+            Box::new(async move {
+                finish(get_property_abi(&mut caller, path, path_size, ptr_ptr, size_ptr).await)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        HOST_MODULE,
+        "proxy_set_property",
+        |mut caller: Ctx<'_>, path: u32, path_size: u32, value: u32, value_size: u32| {
+            finish((|| {
+                let path = read(&mut caller, path, path_size)?;
+                let value = read(&mut caller, value, value_size)?;
+                set_property(state(&mut caller), &path, Bytes::from(value))
+            })())
+        },
+    )?;
+    Ok(())
+}
+
+async fn get_property_abi(
+    caller: &mut Ctx<'_>,
+    path: u32,
+    path_size: u32,
+    ptr_ptr: u32,
+    size_ptr: u32,
+) -> HostResult {
+    let path = read(caller, path, path_size)?;
+    let value = get_property(state(caller), &path)?;
+    copy_to_guest(caller, &value, ptr_ptr, size_ptr).await
+}
+
+/// `proxy_get_property`: the value at the NUL-separated `path`.
+pub(super) fn get_property(data: &mut HostData, path: &[u8]) -> Result<Vec<u8>, Status> {
+    let segments = split_property_path(path);
+    let plugin = data.plugin.clone();
+    match data.current_stream() {
+        Some(stream) => Properties::for_stream(stream, &plugin).get(&segments),
+        None => Properties::for_root(&plugin, &data.root_properties).get(&segments),
+    }
+}
+
+/// `proxy_set_property`: stores `value` under the NUL-separated `path`, on the stream the
+/// effective context is on, or on the root context.
+pub(super) fn set_property(data: &mut HostData, path: &[u8], value: Bytes) -> Result<(), Status> {
+    let key = split_property_path(path)
+        .iter()
+        .map(|segment| String::from_utf8_lossy(segment))
+        .collect::<Vec<_>>()
+        .join(".");
+    match data.current_stream() {
+        Some(stream) => stream.properties.insert(key, value),
+        None => data.root_properties.insert(key, value),
+    };
+    Ok(())
+}

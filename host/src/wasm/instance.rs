@@ -1,0 +1,774 @@
+//! One running plugin instance: a wasmtime store with the module instantiated, its root context
+//! created and configured, and the calls the chain executor and the root-context tasks make
+//! into it.
+//!
+//! An instance serves many streams, one call at a time (its store sits behind an async mutex,
+//! the way an Envoy worker's VM serves the worker's streams). A call that traps, panics, runs
+//! past its deadline or breaches the memory cap marks the instance broken: its pool drops it,
+//! the streams on it fail per their filter's `failStrategy`, and the next request gets a fresh
+//! instance.
+
+use std::{
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use wasmtime::{InstancePre, Store, TypedFunc, WasmParams, WasmResults};
+use weft_abi::GuestExport;
+
+use super::{
+    context::{Delivery, Exports, GrpcEvent, HostData, RootEvent, StreamData, StreamHandle},
+    host::{FailureReason, WasmHost},
+    properties::PluginIdentity,
+    runtime::{GuestLimits, GuestState, WasmError},
+};
+
+/// A store holding one instance.
+pub type GuestStore = Store<GuestState<HostData>>;
+
+/// Why a call into a guest failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The kind, as the failure metric counts it.
+    pub reason: FailureReason,
+    /// What happened, for logs and the 503 body.
+    pub detail: String,
+    /// The instance had already failed before this call: the call never ran.
+    pub stale: bool,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason.as_str(), self.detail)
+    }
+}
+
+/// What a fresh instance needs.
+pub struct InstanceSpec {
+    /// Plugin resource name, for metrics.
+    pub plugin: Arc<str>,
+    /// Names the guest sees as properties.
+    pub identity: Arc<PluginIdentity>,
+    /// The plugin configuration handed to `proxy_on_configure`.
+    pub configuration: Bytes,
+    /// Deadline and memory cap.
+    pub limits: GuestLimits,
+}
+
+/// A call the chain executor makes on a stream context.
+#[derive(Debug)]
+pub enum StreamCall {
+    /// `proxy_on_context_create(context, root)`.
+    Create,
+    /// `proxy_on_request_headers`.
+    RequestHeaders {
+        /// Number of headers.
+        headers: u32,
+        /// No body follows.
+        end_of_stream: bool,
+    },
+    /// `proxy_on_request_body`.
+    RequestBody {
+        /// Bytes in the body buffer.
+        size: u32,
+        /// Last chunk.
+        end_of_stream: bool,
+    },
+    /// `proxy_on_request_trailers`.
+    RequestTrailers {
+        /// Number of trailers.
+        trailers: u32,
+    },
+    /// `proxy_on_response_headers`.
+    ResponseHeaders {
+        /// Number of headers.
+        headers: u32,
+        /// No body follows.
+        end_of_stream: bool,
+    },
+    /// `proxy_on_response_body`.
+    ResponseBody {
+        /// Bytes in the body buffer.
+        size: u32,
+        /// Last chunk.
+        end_of_stream: bool,
+    },
+    /// `proxy_on_response_trailers`.
+    ResponseTrailers {
+        /// Number of trailers.
+        trailers: u32,
+    },
+    /// `proxy_on_done`.
+    Done,
+    /// `proxy_on_log`.
+    Log,
+    /// `proxy_on_delete`.
+    Delete,
+    /// `proxy_on_http_call_response` on the root context, with the stream lent.
+    HttpCallResponse {
+        /// The callout's token.
+        token: u32,
+        /// What came back.
+        response: super::callout::CalloutResponse,
+    },
+    /// A gRPC callback on the root context, with the stream lent.
+    Grpc {
+        /// The call's token.
+        token: u32,
+        /// What happened.
+        event: GrpcEvent,
+    },
+}
+
+/// One plugin instance.
+pub struct Instance {
+    store: tokio::sync::Mutex<GuestStore>,
+    exports: Exports,
+    root_id: u32,
+    host: Arc<WasmHost>,
+    plugin: Arc<str>,
+    broken: AtomicBool,
+    next_context: AtomicU32,
+    /// Stream contexts alive on this instance (the pool balances on it).
+    live: AtomicUsize,
+    /// Bumped whenever the tick period changes, so an older ticker task stops.
+    tick_generation: AtomicU64,
+    memory_bytes: AtomicUsize,
+    /// The engine tick the running call started at; 0 when no call runs.
+    busy_since: AtomicU64,
+}
+
+/// Export lookup helper: an optional typed export.
+fn export<P: WasmParams, R: WasmResults>(
+    instance: &wasmtime::Instance,
+    store: &mut GuestStore,
+    name: GuestExport,
+) -> Result<Option<TypedFunc<P, R>>, String> {
+    match instance.get_func(&mut *store, name.name()) {
+        None => Ok(None),
+        Some(func) => func
+            .typed::<P, R>(&*store)
+            .map(Some)
+            .map_err(|e| format!("export `{name}` has the wrong signature: {e}")),
+    }
+}
+
+impl Instance {
+    /// Instantiates the module, runs its start function, creates the root context and runs
+    /// `proxy_on_vm_start` and `proxy_on_configure`. `Err` says why the instance cannot serve —
+    /// a configuration the plugin rejects included.
+    pub async fn start(
+        host: &Arc<WasmHost>,
+        pre: &InstancePre<GuestState<HostData>>,
+        spec: &InstanceSpec,
+    ) -> Result<Arc<Instance>, Failure> {
+        let data = HostData::new(
+            host.clone(),
+            spec.identity.clone(),
+            spec.configuration.clone(),
+            Bytes::new(),
+        );
+        let cell = data.instance.clone();
+        let mut store = host.runtime.store(GuestState::new(spec.limits, data));
+        let start_failure = |detail: String| Failure {
+            reason: FailureReason::Start,
+            detail,
+            stale: false,
+        };
+        let instance = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| start_failure(format!("cannot instantiate: {e:#}")))?;
+        let exports = resolve_exports(&instance, &mut store).map_err(start_failure)?;
+        store.data_mut().data.exports = Some(exports.clone());
+        let root_id = 1;
+        let live = Arc::new(Instance {
+            store: tokio::sync::Mutex::new(store),
+            exports,
+            root_id,
+            host: host.clone(),
+            plugin: spec.plugin.clone(),
+            broken: AtomicBool::new(false),
+            next_context: AtomicU32::new(root_id + 1),
+            live: AtomicUsize::new(0),
+            tick_generation: AtomicU64::new(0),
+            memory_bytes: AtomicUsize::new(0),
+            busy_since: AtomicU64::new(0),
+        });
+        let _ = cell.set(Arc::downgrade(&live));
+        // Counted from here: dropping a failed start undoes the gauge in `Drop`.
+        host.instances_created
+            .with_label_values(&[&spec.plugin])
+            .inc();
+        host.instances.with_label_values(&[&spec.plugin]).inc();
+        live.initialize(&instance, spec).await?;
+        Ok(live)
+    }
+
+    async fn initialize(
+        self: &Arc<Self>,
+        instance: &wasmtime::Instance,
+        spec: &InstanceSpec,
+    ) -> Result<(), Failure> {
+        let mut store = self.store.lock().await;
+        let start = |detail: String| Failure {
+            reason: FailureReason::Start,
+            detail,
+            stale: false,
+        };
+        // Reactor modules (`_initialize`) and command modules (`_start`) both get their start.
+        for name in [GuestExport::Initialize, GuestExport::Start] {
+            if let Some(func) = export::<(), ()>(instance, &mut store, name).map_err(start)? {
+                self.invoke(&mut store, &func, (), self.root_id)
+                    .await
+                    .map_err(|f| start(format!("`{name}` failed: {f}")))?;
+                break;
+            }
+        }
+        if let Some(create) = &self.exports.on_context_create {
+            self.invoke(&mut store, create, (self.root_id, 0), self.root_id)
+                .await
+                .map_err(|f| start(format!("creating the root context failed: {f}")))?;
+        }
+        if let Some(vm_start) = &self.exports.on_vm_start {
+            let size = store.data().data.vm_configuration.len() as u32;
+            let ok = self
+                .invoke(&mut store, vm_start, (self.root_id, size), self.root_id)
+                .await
+                .map_err(|f| start(format!("proxy_on_vm_start failed: {f}")))?;
+            if ok == 0 {
+                return Err(start("proxy_on_vm_start returned false".into()));
+            }
+        }
+        if let Some(configure) = &self.exports.on_configure {
+            let size = spec.configuration.len() as u32;
+            let ok = self
+                .invoke(&mut store, configure, (self.root_id, size), self.root_id)
+                .await
+                .map_err(|f| start(format!("proxy_on_configure failed: {f}")))?;
+            if ok == 0 {
+                return Err(start(
+                    "the plugin rejected its configuration (proxy_on_configure returned false)"
+                        .into(),
+                ));
+            }
+        }
+        self.after_call(&mut store);
+        Ok(())
+    }
+
+    /// Whether a failure has retired this instance.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Whether a call has been running on this instance for more than a tick or two (a guest
+    /// looping towards its deadline): new streams should not queue behind it.
+    pub fn is_stuck(&self) -> bool {
+        let since = self.busy_since.load(Ordering::Relaxed);
+        since != 0 && self.host.runtime.now_tick().saturating_sub(since) >= 2
+    }
+
+    /// Stream contexts alive on this instance.
+    pub fn live_streams(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// The root context's id.
+    pub fn root_id(&self) -> u32 {
+        self.root_id
+    }
+
+    /// Linear memory of the instance, bytes (as of its last call).
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts a stream that is about to start on this instance (the pool balances on it; the
+    /// stream's `Delete` undoes it).
+    pub fn reserve(&self) {
+        self.live.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Undoes [`reserve`](Self::reserve) for a stream that did not start here after all.
+    pub fn release(&self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A fresh context id for a stream.
+    pub fn new_context(&self) -> u32 {
+        self.next_context.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Calls `func` under the deadline with `effective` as the effective context; a failure
+    /// retires the instance and is counted.
+    async fn invoke<P, R>(
+        &self,
+        store: &mut GuestStore,
+        func: &TypedFunc<P, R>,
+        params: P,
+        effective: u32,
+    ) -> Result<R, Failure>
+    where
+        P: WasmParams + Sync,
+        R: WasmResults + Sync,
+    {
+        if self.is_broken() {
+            return Err(Failure {
+                reason: FailureReason::Trap,
+                detail: "the instance failed earlier".into(),
+                stale: true,
+            });
+        }
+        {
+            let data = &mut store.data_mut().data;
+            data.effective = effective;
+            data.panicked = false;
+        }
+        let runtime = &self.host.runtime;
+        self.busy_since.store(runtime.now_tick(), Ordering::Relaxed);
+        let result = runtime.call(store, func, params).await;
+        self.busy_since.store(0, Ordering::Relaxed);
+        match result {
+            Ok(result) => Ok(result),
+            Err(error) => {
+                let state = store.data();
+                let reason = match &error {
+                    WasmError::Deadline(_) => FailureReason::Deadline,
+                    _ if state.memory_denied() => FailureReason::Memory,
+                    _ if state.data.panicked => FailureReason::Panic,
+                    _ => FailureReason::Trap,
+                };
+                let detail = match reason {
+                    FailureReason::Memory => format!(
+                        "out of memory (limit {} bytes): {error}",
+                        state.limits().memory_bytes
+                    ),
+                    _ => error.to_string(),
+                };
+                self.retire(reason, &detail);
+                Err(Failure {
+                    reason,
+                    detail,
+                    stale: false,
+                })
+            }
+        }
+    }
+
+    /// Marks the instance broken and counts the failure (once).
+    fn retire(&self, reason: FailureReason, detail: &str) {
+        if !self.broken.swap(true, Ordering::Relaxed) {
+            tracing::warn!(plugin = %self.plugin, reason = reason.as_str(), %detail, "plugin instance failed; it will be replaced");
+            self.host.count_failure(&self.plugin, reason);
+            // Stop its ticker.
+            self.tick_generation.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Work left by a call: a changed tick period starts (or stops) the ticker.
+    fn after_call(self: &Arc<Self>, store: &mut GuestStore) {
+        let data = &mut store.data_mut().data;
+        if std::mem::take(&mut data.tick_changed) {
+            let period = data.tick_period.unwrap_or(Duration::ZERO);
+            self.start_ticker(period);
+        }
+        if let Some(memory) = data.exports.as_ref().map(|e| e.memory) {
+            let size = memory.data_size(&*store);
+            let before = self.memory_bytes.swap(size, Ordering::Relaxed);
+            if size != before {
+                self.host
+                    .memory
+                    .with_label_values(&[&self.plugin])
+                    .add(size as i64 - before as i64);
+            }
+        }
+    }
+
+    /// Runs a call on a stream context `context` of this instance, lending it `stream` for the
+    /// call. Returns the callback's return value (the action for phase callbacks; 0 when the
+    /// module does not export the callback).
+    pub async fn stream_call(
+        self: &Arc<Self>,
+        stream: &mut Option<Box<StreamData>>,
+        context: u32,
+        slot: usize,
+        call: StreamCall,
+    ) -> Result<u32, Failure> {
+        let mut store = if matches!(call, StreamCall::Create) {
+            // A stream that has not started here yet does not queue behind a guest stuck in a
+            // long call: it gives up the instance (`stale`) and its filter picks another.
+            let tick = self.host.runtime.settings().tick;
+            loop {
+                tokio::select! {
+                    store = self.store.lock() => break store,
+                    () = tokio::time::sleep(tick) => {
+                        if self.is_stuck() || self.is_broken() {
+                            self.release();
+                            return Err(Failure {
+                                reason: FailureReason::Trap,
+                                detail: "the instance is busy in a long call".into(),
+                                stale: true,
+                            });
+                        }
+                    }
+                }
+            }
+        } else {
+            self.store.lock().await
+        };
+        {
+            let data = &mut store.data_mut().data;
+            data.stream = stream.take();
+            data.stream_context = context;
+            data.stream_slot = slot;
+            if let Some(stream) = data.stream.as_deref_mut() {
+                stream.clear_signals();
+            }
+        }
+        let result = self.dispatch(&mut store, context, slot, call).await;
+        {
+            let data = &mut store.data_mut().data;
+            *stream = data.stream.take();
+            data.stream_context = 0;
+            data.delivery = None;
+        }
+        self.after_call(&mut store);
+        result
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        store: &mut GuestStore,
+        context: u32,
+        slot: usize,
+        call: StreamCall,
+    ) -> Result<u32, Failure> {
+        let e = &self.exports;
+        let flag = |b: bool| u32::from(b);
+        let root = self.root_id;
+        match call {
+            StreamCall::Create => {
+                let events = store.data().data.stream.as_ref().map(|s| s.events.clone());
+                if let Some(events) = events {
+                    store
+                        .data_mut()
+                        .data
+                        .streams
+                        .insert(context, StreamHandle { events, slot });
+                }
+                match &e.on_context_create {
+                    Some(f) => self
+                        .invoke(store, f, (context, root), context)
+                        .await
+                        .map(|()| 0),
+                    None => Ok(0),
+                }
+            }
+            StreamCall::RequestHeaders {
+                headers,
+                end_of_stream,
+            } => {
+                self.action(
+                    store,
+                    e.on_request_headers.as_ref(),
+                    (context, headers, flag(end_of_stream)),
+                    context,
+                )
+                .await
+            }
+            StreamCall::RequestBody {
+                size,
+                end_of_stream,
+            } => {
+                self.action(
+                    store,
+                    e.on_request_body.as_ref(),
+                    (context, size, flag(end_of_stream)),
+                    context,
+                )
+                .await
+            }
+            StreamCall::RequestTrailers { trailers } => {
+                self.action(
+                    store,
+                    e.on_request_trailers.as_ref(),
+                    (context, trailers),
+                    context,
+                )
+                .await
+            }
+            StreamCall::ResponseHeaders {
+                headers,
+                end_of_stream,
+            } => {
+                self.action(
+                    store,
+                    e.on_response_headers.as_ref(),
+                    (context, headers, flag(end_of_stream)),
+                    context,
+                )
+                .await
+            }
+            StreamCall::ResponseBody {
+                size,
+                end_of_stream,
+            } => {
+                self.action(
+                    store,
+                    e.on_response_body.as_ref(),
+                    (context, size, flag(end_of_stream)),
+                    context,
+                )
+                .await
+            }
+            StreamCall::ResponseTrailers { trailers } => {
+                self.action(
+                    store,
+                    e.on_response_trailers.as_ref(),
+                    (context, trailers),
+                    context,
+                )
+                .await
+            }
+            StreamCall::Done => {
+                self.action(store, e.on_done.as_ref(), context, context)
+                    .await
+            }
+            StreamCall::Log => match &e.on_log {
+                Some(f) => self.invoke(store, f, context, context).await.map(|()| 0),
+                None => Ok(0),
+            },
+            StreamCall::Delete => {
+                store.data_mut().data.streams.remove(&context);
+                self.live.fetch_sub(1, Ordering::Relaxed);
+                match &e.on_delete {
+                    Some(f) => self.invoke(store, f, context, context).await.map(|()| 0),
+                    None => Ok(0),
+                }
+            }
+            StreamCall::HttpCallResponse { token, response } => self
+                .deliver_http_call(store, token, response)
+                .await
+                .map(|()| 0),
+            StreamCall::Grpc { token, event } => {
+                self.deliver_grpc(store, token, event).await.map(|()| 0)
+            }
+        }
+    }
+
+    async fn action<P>(
+        &self,
+        store: &mut GuestStore,
+        func: Option<&TypedFunc<P, u32>>,
+        params: P,
+        effective: u32,
+    ) -> Result<u32, Failure>
+    where
+        P: WasmParams + Sync,
+    {
+        match func {
+            Some(f) => self.invoke(store, f, params, effective).await,
+            None => Ok(0),
+        }
+    }
+
+    async fn deliver_http_call(
+        &self,
+        store: &mut GuestStore,
+        token: u32,
+        response: super::callout::CalloutResponse,
+    ) -> Result<(), Failure> {
+        let Some(f) = self.exports.on_http_call_response.clone() else {
+            return Ok(());
+        };
+        let headers = response.headers.len() as u32;
+        let body = response.body.len() as u32;
+        let trailers = response.trailers.len() as u32;
+        store.data_mut().data.delivery = Some(Delivery {
+            headers: response.headers,
+            trailers: response.trailers,
+            body: response.body,
+        });
+        let root = self.root_id;
+        let result = self
+            .invoke(store, &f, (root, token, headers, body, trailers), root)
+            .await;
+        store.data_mut().data.delivery = None;
+        result
+    }
+
+    async fn deliver_grpc(
+        &self,
+        store: &mut GuestStore,
+        token: u32,
+        event: GrpcEvent,
+    ) -> Result<(), Failure> {
+        let root = self.root_id;
+        let e = &self.exports;
+        let (func, count, delivery) = match event {
+            GrpcEvent::InitialMetadata(headers) => (
+                e.on_grpc_receive_initial_metadata.as_ref(),
+                headers.len() as u32,
+                Delivery {
+                    headers,
+                    ..Delivery::default()
+                },
+            ),
+            GrpcEvent::Message(body) => (
+                e.on_grpc_receive.as_ref(),
+                body.len() as u32,
+                Delivery {
+                    body,
+                    ..Delivery::default()
+                },
+            ),
+            GrpcEvent::TrailingMetadata(trailers) => (
+                e.on_grpc_receive_trailing_metadata.as_ref(),
+                trailers.len() as u32,
+                Delivery {
+                    trailers,
+                    ..Delivery::default()
+                },
+            ),
+            GrpcEvent::Close { status, message } => {
+                let data = &mut store.data_mut().data;
+                data.status = (status, message);
+                data.grpc.remove(&token);
+                (e.on_grpc_close.as_ref(), status, Delivery::default())
+            }
+        };
+        let Some(func) = func.cloned() else {
+            return Ok(());
+        };
+        store.data_mut().data.delivery = Some(delivery);
+        let result = self.invoke(store, &func, (root, token, count), root).await;
+        store.data_mut().data.delivery = None;
+        result
+    }
+
+    /// Runs a root-context callback on a task of its own.
+    pub fn spawn_root(self: &Arc<Self>, event: RootEvent) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            if let Some(instance) = weak.upgrade() {
+                instance.root_call(event).await;
+            }
+        });
+    }
+
+    async fn root_call(self: &Arc<Self>, event: RootEvent) {
+        if self.is_broken() {
+            return;
+        }
+        let mut store = self.store.lock().await;
+        let root = self.root_id;
+        let result = match event {
+            RootEvent::Tick => match &self.exports.on_tick {
+                Some(f) => self.invoke(&mut store, f, root, root).await,
+                None => Ok(()),
+            },
+            RootEvent::QueueReady(queue) => match &self.exports.on_queue_ready {
+                Some(f) => self.invoke(&mut store, f, (root, queue), root).await,
+                None => Ok(()),
+            },
+            RootEvent::HttpCall { token, response } => {
+                self.deliver_http_call(&mut store, token, response).await
+            }
+            RootEvent::Grpc { token, event } => self.deliver_grpc(&mut store, token, event).await,
+        };
+        if let Err(failure) = result {
+            tracing::debug!(plugin = %self.plugin, %failure, "root context callback failed");
+        }
+        self.after_call(&mut store);
+    }
+
+    /// (Re)starts the ticker at `period`; zero stops it.
+    fn start_ticker(self: &Arc<Self>, period: Duration) {
+        let generation = self.tick_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        if period.is_zero() {
+            return;
+        }
+        let weak: Weak<Instance> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut interval =
+                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(instance) = weak.upgrade() else {
+                    return;
+                };
+                if instance.tick_generation.load(Ordering::Relaxed) != generation
+                    || instance.is_broken()
+                {
+                    return;
+                }
+                instance.root_call(RootEvent::Tick).await;
+            }
+        });
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.tick_generation.fetch_add(1, Ordering::Relaxed);
+        self.host.instances.with_label_values(&[&self.plugin]).dec();
+        self.host
+            .memory
+            .with_label_values(&[&self.plugin])
+            .sub(self.memory_bytes.load(Ordering::Relaxed) as i64);
+        for (_, grpc) in self.store.get_mut().data_mut().data.grpc.drain() {
+            grpc.abort.abort();
+        }
+    }
+}
+
+/// Resolves the exports the host calls; only the memory is required.
+fn resolve_exports(
+    instance: &wasmtime::Instance,
+    store: &mut GuestStore,
+) -> Result<Exports, String> {
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or("the module exports no memory")?;
+    let allocate = match export(instance, store, GuestExport::OnMemoryAllocate)? {
+        Some(f) => Some(f),
+        None => export(instance, store, GuestExport::Malloc)?,
+    };
+    Ok(Exports {
+        memory,
+        allocate,
+        on_context_create: export(instance, store, GuestExport::OnContextCreate)?,
+        on_vm_start: export(instance, store, GuestExport::OnVmStart)?,
+        on_configure: export(instance, store, GuestExport::OnConfigure)?,
+        on_tick: export(instance, store, GuestExport::OnTick)?,
+        on_queue_ready: export(instance, store, GuestExport::OnQueueReady)?,
+        on_request_headers: export(instance, store, GuestExport::OnRequestHeaders)?,
+        on_request_body: export(instance, store, GuestExport::OnRequestBody)?,
+        on_request_trailers: export(instance, store, GuestExport::OnRequestTrailers)?,
+        on_response_headers: export(instance, store, GuestExport::OnResponseHeaders)?,
+        on_response_body: export(instance, store, GuestExport::OnResponseBody)?,
+        on_response_trailers: export(instance, store, GuestExport::OnResponseTrailers)?,
+        on_log: export(instance, store, GuestExport::OnLog)?,
+        on_done: export(instance, store, GuestExport::OnDone)?,
+        on_delete: export(instance, store, GuestExport::OnDelete)?,
+        on_http_call_response: export(instance, store, GuestExport::OnHttpCallResponse)?,
+        on_grpc_receive_initial_metadata: export(
+            instance,
+            store,
+            GuestExport::OnGrpcReceiveInitialMetadata,
+        )?,
+        on_grpc_receive: export(instance, store, GuestExport::OnGrpcReceive)?,
+        on_grpc_receive_trailing_metadata: export(
+            instance,
+            store,
+            GuestExport::OnGrpcReceiveTrailingMetadata,
+        )?,
+        on_grpc_close: export(instance, store, GuestExport::OnGrpcClose)?,
+    })
+}

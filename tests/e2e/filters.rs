@@ -1,0 +1,364 @@
+//! Wasm filters on the request path, each run from both builds (`wasm32-wasip1` and
+//! `wasm32-unknown-unknown`) of a test filter and over HTTP/1.1 and h2c: request phases in chain
+//! order and response phases in reverse, headers added and removed, a local reply that skips
+//! the rest of the chain and the upstream, a request body buffered whole and rewritten (413
+//! past the listener's `maxBufferedBodyBytes`), host properties with Envoy's names and
+//! encodings, and metrics a plugin defines exported on `/stats/prometheus`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Version};
+use weft_e2e::client::{self, H1Conn, H2Conn, Reply};
+use weft_e2e::resources::{Chain, Cluster, Filter, Listener, Plugin, edge, join};
+use weft_e2e::upstream::{Upstream, header_values};
+use weft_e2e::weft::Weft;
+use weft_e2e::{stream, wait_for, within};
+use weft_test_artifacts::{TARGETS, path};
+
+/// Every network step of these tests is bounded by this.
+const STEP: Duration = Duration::from_secs(5);
+
+/// Both downstream protocols.
+const VERSIONS: [Version; 2] = [Version::HTTP_11, Version::HTTP_2];
+
+/// The test filter `name` built for `target`.
+fn module(name: &str, target: &str) -> &'static str {
+    path(name, target).unwrap_or_else(|| panic!("test filter {name} is not built for {target}"))
+}
+
+async fn start(yaml: &str, what: &str) -> Weft {
+    within(
+        STEP,
+        &format!("starting weft with {what}"),
+        Weft::start(yaml),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("weft starts with {what}: {e:#}"))
+}
+
+/// Sends `req` on a fresh connection of `version` to `addr`.
+async fn send<B>(addr: SocketAddr, version: Version, req: Request<B>) -> Reply
+where
+    B: http_body::Body<Data = Bytes, Error = std::convert::Infallible> + Send + Sync + 'static,
+{
+    let what = format!("{} {} over {version:?}", req.method(), req.uri());
+    within(STEP, &what, client::cleartext(addr, version, req))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e:#}"))
+}
+
+/// The values of response header `name`, in order.
+fn response_values(reply: &Reply, name: &str) -> Vec<String> {
+    reply
+        .headers
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
+}
+
+/// `headers` twice, as `a` then `b`.
+fn two_headers_filters(up: SocketAddr, target: &str) -> String {
+    edge(
+        up,
+        &[Plugin::new("headers", module("headers", target))],
+        [
+            Filter::new("headers").named("a"),
+            Filter::new("headers").named("b"),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_phases_run_in_chain_order_and_response_phases_in_reverse() {
+    for target in TARGETS {
+        let up = Upstream::http1("web").await.expect("upstream");
+        let weft = start(&two_headers_filters(up.addr, target), target).await;
+        for version in VERSIONS {
+            let mut req = client::get("/chain?q=1");
+            let headers = req.headers_mut();
+            headers.insert("x-remove-me", HeaderValue::from_static("secret"));
+            headers.insert("x-keep-me", HeaderValue::from_static("kept"));
+            let reply = send(weft.addr("public"), version, req).await;
+            let ctx = format!("{target} over {version:?}");
+            assert_eq!(reply.status, 200, "{ctx}: {}", reply.text());
+            let seen = reply.json();
+            assert_eq!(
+                header_values(&seen, "x-filtered-by"),
+                ["a", "b"],
+                "{ctx}: the upstream sees one x-filtered-by per filter, in chain order: {seen}"
+            );
+            assert!(
+                seen["headers"].get("x-remove-me").is_none(),
+                "{ctx}: x-remove-me is removed before the upstream: {seen}"
+            );
+            assert_eq!(seen["headers"]["x-keep-me"], "kept", "{ctx}");
+            assert_eq!(seen["path"], "/chain?q=1", "{ctx}");
+            assert_eq!(
+                response_values(&reply, "x-response-filtered-by"),
+                ["b", "a"],
+                "{ctx}: response phases run bottom-up"
+            );
+            assert_eq!(
+                response_values(&reply, "x-response-filter"),
+                ["1", "1"],
+                "{ctx}"
+            );
+            assert_eq!(reply.header("x-upstream"), Some("web"), "{ctx}");
+        }
+        assert_eq!(up.requests(), 2, "{target}: one upstream request each");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_reply_skips_the_rest_of_the_chain_and_the_upstream() {
+    for target in TARGETS {
+        let up = Upstream::http1("web").await.expect("upstream");
+        let weft = start(&two_headers_filters(up.addr, target), target).await;
+        for version in VERSIONS {
+            let mut req = client::get("/private");
+            req.headers_mut()
+                .insert("x-deny", HeaderValue::from_static("1"));
+            let reply = send(weft.addr("public"), version, req).await;
+            let ctx = format!("{target} over {version:?}");
+            assert_eq!(reply.status, 403, "{ctx}: {}", reply.text());
+            assert_eq!(reply.header("x-denied-by"), Some("a"), "{ctx}");
+            assert_eq!(reply.text(), "denied by a\n", "{ctx}");
+            assert_eq!(reply.header("x-upstream"), None, "{ctx}");
+        }
+        // The chain still serves normal requests afterwards.
+        let reply = send(weft.addr("public"), Version::HTTP_11, client::get("/")).await;
+        assert_eq!(reply.status, 200, "{target}: {}", reply.text());
+        assert_eq!(
+            up.requests(),
+            1,
+            "{target}: the denied requests never reached the upstream"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_is_buffered_whole_and_rewritten() {
+    for target in TARGETS {
+        let up = Upstream::http1("web").await.expect("upstream");
+        let yaml = edge(
+            up.addr,
+            &[Plugin::new("body", module("body", target))],
+            [Filter::new("body")],
+        );
+        let weft = start(&yaml, target).await;
+        let addr = weft.addr("public");
+        for version in VERSIONS {
+            let body = "Hello, Weft! 123 \u{fc}ber";
+            let reply = send(addr, version, client::post("/echo", body)).await;
+            assert_eq!(reply.status, 200, "{target} over {version:?}");
+            assert_eq!(
+                reply.text(),
+                "HELLO, WEFT! 123 \u{fc}BER",
+                "{target} over {version:?}: ASCII letters uppercased, other bytes untouched"
+            );
+        }
+
+        // A body arriving in several chunks is handed to the filter whole: every chunk is
+        // uppercased, not only the last.
+        for version in VERSIONS {
+            let chunks = ["first chunk, ", "second chunk, ", "last"].map(str::as_bytes);
+            let reply = post_chunks(addr, version, "/echo", &chunks).await;
+            assert_eq!(reply.status, 200, "{target} over {version:?}");
+            assert_eq!(
+                reply.text(),
+                "FIRST CHUNK, SECOND CHUNK, LAST",
+                "{target} over {version:?}: the filter saw the whole body at once"
+            );
+        }
+    }
+}
+
+/// POSTs `chunks` to `path` as a streamed body on a fresh connection of `version`, 30 ms
+/// apart (so each arrives as a frame of its own), and reads the response. Stops sending once
+/// the request is gone (the proxy answered early).
+async fn post_chunks(addr: SocketAddr, version: Version, path: &str, chunks: &[&[u8]]) -> Reply {
+    let what = format!("POST {path} in {} chunks over {version:?}", chunks.len());
+    let req = Request::post(path).body(()).expect("a request");
+    let started = match version {
+        Version::HTTP_2 => within(STEP, &what, stream::h2c(addr, req)).await,
+        _ => within(STEP, &what, stream::h1(addr, req)).await,
+    };
+    let (body, pending) = started.unwrap_or_else(|e| panic!("{what}: {e:#}"));
+    for chunk in chunks {
+        if body.send(chunk.to_vec()).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    body.finish();
+    let response = within(STEP, &what, pending.response())
+        .await
+        .unwrap_or_else(|e| panic!("{what}: the response head: {e:#}"));
+    within(STEP, &what, response.finish())
+        .await
+        .unwrap_or_else(|e| panic!("{what}: the response body: {e:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_past_the_buffer_limit_is_413() {
+    let up = Upstream::http1("web").await.expect("upstream");
+    let yaml = join([
+        Cluster::new("web", &[up.addr]).to_string(),
+        Plugin::new("body", module("body", TARGETS[0])).to_string(),
+        Chain::new("edge", [Filter::new("body")]).to_string(),
+        Listener::new("public", "web")
+            .chain("edge")
+            .field("limits", "{maxBufferedBodyBytes: 1024}")
+            .to_string(),
+    ]);
+    let weft = start(&yaml, "maxBufferedBodyBytes: 1024").await;
+    let addr = weft.addr("public");
+    let kib = [b'a'; 1024];
+    for version in VERSIONS {
+        // The filter holds the body until its end: past 1024 bytes held, the request fails.
+        // (Not on `/echo`, which answers before the body arrives: once a response has begun,
+        // a request failure can only cut it short.)
+        let reply = post_chunks(addr, version, "/upload", &[&kib, &kib, &kib, &kib]).await;
+        assert_eq!(
+            reply.status,
+            413,
+            "{version:?}: 4096 bytes buffered past a 1024-byte limit: {:.200}",
+            reply.text()
+        );
+        assert!(
+            !reply.body.windows(64).any(|w| w == [b'A'; 64]),
+            "{version:?}: no rewritten body leaks out"
+        );
+        // A body within the limit still goes through.
+        let reply = post_chunks(addr, version, "/echo", &[&kib[..500], &kib[..500]]).await;
+        assert_eq!(reply.status, 200, "{version:?}: {:.200}", reply.text());
+        assert_eq!(reply.body, Bytes::from(vec![b'A'; 1000]), "{version:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_properties_reach_the_filter_in_envoys_encodings() {
+    for target in TARGETS {
+        let up = Upstream::http1("web").await.expect("upstream");
+        let yaml = edge(
+            up.addr,
+            &[Plugin::new("properties", module("properties", target))],
+            [Filter::new("properties").named("inspector")],
+        );
+        let weft = start(&yaml, target).await;
+        let addr = weft.addr("public");
+        for version in VERSIONS {
+            let ctx = format!("{target} over {version:?}");
+            let tcp = client::tcp(addr).await.expect("connecting to public");
+            let local = tcp.local_addr().expect("the client's address");
+            let mut req = client::post("/props/x?y=1&z=two", "body");
+            let headers = req.headers_mut();
+            // A client cannot supply what the filter sets.
+            for (name, spoof) in [
+                ("x-prop-request-path", "/spoofed"),
+                ("x-prop-request-method", "DELETE"),
+                ("x-prop-source-address", "203.0.113.9:1"),
+                ("x-prop-connection-mtls", "true"),
+                ("x-prop-plugin-name", "admin"),
+            ] {
+                headers.insert(name, HeaderValue::from_static(spoof));
+            }
+            let reply = within(STEP, &ctx, async {
+                match version {
+                    Version::HTTP_2 => {
+                        let conn = H2Conn::handshake(tcp, "http", addr.to_string()).await?;
+                        conn.send(req).await
+                    }
+                    _ => {
+                        let mut conn = H1Conn::handshake(tcp, addr.to_string()).await?;
+                        conn.send(req).await
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: {e:#}"));
+            assert_eq!(reply.status, 200, "{ctx}: {}", reply.text());
+            let seen = reply.json();
+            let expected = [
+                ("x-prop-request-path", "/props/x?y=1&z=two".to_owned()),
+                ("x-prop-request-method", "POST".to_owned()),
+                ("x-prop-source-address", local.to_string()),
+                ("x-prop-connection-mtls", "false".to_owned()),
+                ("x-prop-plugin-name", "inspector".to_owned()),
+            ];
+            for (header, value) in expected {
+                assert_eq!(
+                    header_values(&seen, header),
+                    [value.as_str()],
+                    "{ctx}: {header} (exactly one value, set by the filter): {seen}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_a_plugin_defines_are_exported_and_count_every_request() {
+    for target in TARGETS {
+        let up = Upstream::http1("web").await.expect("upstream");
+        let yaml = edge(
+            up.addr,
+            &[Plugin::new("metrics", module("metrics", target))],
+            [Filter::new("metrics")],
+        );
+        let weft = start(&yaml, target).await;
+        let requests = 6;
+        for i in 1..=requests {
+            let version = VERSIONS[i % 2];
+            let reply = send(weft.addr("public"), version, client::get("/")).await;
+            assert_eq!(reply.status, 200, "{target}: {}", reply.text());
+            assert_eq!(
+                header_values(&reply.json(), "x-requests"),
+                [i.to_string()],
+                "{target}: request {i} reads the counter it just incremented"
+            );
+        }
+        let k = requests as f64;
+        assert_eq!(
+            weft.metric("weft_test_requests").await,
+            Some(k),
+            "{target}: the counter on /stats/prometheus"
+        );
+        assert_eq!(
+            weft.metric("weft_test_request_headers_count").await,
+            Some(k),
+            "{target}: one histogram sample per request"
+        );
+        let idle = wait_for(
+            || async { weft.metric("weft_test_active_requests").await == Some(0.0) },
+            STEP,
+        )
+        .await;
+        assert!(
+            idle,
+            "{target}: the gauge returns to 0 once every request is logged, got {:?}",
+            weft.metric("weft_test_active_requests").await
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_without_the_chain_is_not_filtered() {
+    let up = Upstream::http1("web").await.expect("upstream");
+    let mut yaml = two_headers_filters(up.addr, TARGETS[0]);
+    yaml.push_str("---\n");
+    yaml.push_str(&Listener::new("plain", "web").to_string());
+    let weft = start(&yaml, "a filtered and a plain listener").await;
+    let mut req = client::get("/");
+    req.headers_mut()
+        .insert("x-remove-me", HeaderValue::from_static("kept"));
+    let reply = send(weft.addr("plain"), Version::HTTP_11, req).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = reply.json();
+    assert!(header_values(&seen, "x-filtered-by").is_empty(), "{seen}");
+    assert_eq!(seen["headers"]["x-remove-me"], "kept");
+    assert!(response_values(&reply, "x-response-filtered-by").is_empty());
+}

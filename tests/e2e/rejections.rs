@@ -1,0 +1,292 @@
+//! Plugin configuration weft refuses, all-or-nothing: a filter whose `on_configure` returns
+//! false, a module that is missing, is not Wasm or does not match its `sha256` pin, a chain
+//! naming an unknown plugin, and out-of-range `deadline` / `memoryLimit`. A reload is rejected
+//! saying why (file, line and field where the YAML is at fault) and counted, while the old chain
+//! keeps serving; the same file refuses to start a proxy.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use weft_e2e::client;
+use weft_e2e::resources::{Filter, Plugin, edge, line_of};
+use weft_e2e::upstream::{Upstream, header_values};
+use weft_e2e::weft::Weft;
+use weft_e2e::within;
+use weft_test_artifacts::{TARGETS, path};
+
+/// Every network step of these tests is bounded by this.
+const STEP: Duration = Duration::from_secs(5);
+
+fn module(name: &str, target: &str) -> &'static str {
+    path(name, target).unwrap_or_else(|| panic!("test filter {name} is not built for {target}"))
+}
+
+/// `headers` as filter `name` (plus an unused `broken` plugin resource).
+fn good(up: SocketAddr, target: &str, name: &str) -> String {
+    edge(
+        up,
+        &[
+            Plugin::new("headers", module("headers", target)),
+            Plugin::new("broken", module("broken", target)),
+        ],
+        [Filter::new("headers").named(name)],
+    )
+}
+
+async fn start(yaml: &str) -> Weft {
+    within(STEP, "starting weft", Weft::start(yaml))
+        .await
+        .unwrap_or_else(|e| panic!("weft starts with the good config: {e:#}"))
+}
+
+/// The filter name requests through `public` run with; panics unless the request succeeds.
+async fn served_by(weft: &Weft) -> Vec<String> {
+    let reply = within(
+        STEP,
+        "GET / through public",
+        client::h1(weft.addr("public"), client::get("/")),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("GET / through public: {e:#}"));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    header_values(&reply.json(), "x-filtered-by")
+}
+
+/// Writes `yaml` and reloads; panics if it is accepted, else returns the error text.
+async fn rejected_reload(weft: &Weft, yaml: &str, what: &str) -> String {
+    weft.rewrite_config(yaml)
+        .await
+        .expect("rewriting the config file");
+    match within(STEP, &format!("reloading {what}"), weft.app.reload()).await {
+        Ok(changed) => panic!("a config with {what} was accepted (changed: {changed})"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Starts a proxy on `yaml`; panics if it starts, else returns the error text.
+async fn rejected_start(yaml: &str, what: &str) -> String {
+    match within(STEP, &format!("starting with {what}"), Weft::start(yaml)).await {
+        Ok(_) => panic!("weft started with {what}"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// After a rejection: still version 1, still filter `a`, at least `failures` rejections
+/// counted (the file watcher may have tried the same file too).
+async fn still_serving_the_old_chain(weft: &Weft, failures: f64, what: &str) {
+    assert_eq!(weft.app.config_version(), 1, "after {what}");
+    assert_eq!(
+        served_by(weft).await,
+        ["a"],
+        "after the rejected config with {what}, the old chain keeps serving"
+    );
+    let counted = weft
+        .metric(r#"weft_config_reloads_total{result="failure"}"#)
+        .await;
+    assert!(
+        counted.is_some_and(|n| n >= failures),
+        "every rejection is counted: after {what}, {counted:?} (want at least {failures})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_refusing_its_config_rejects_the_update() {
+    for target in TARGETS {
+        let up = Upstream::http1("web").await.expect("upstream");
+        let weft = start(&good(up.addr, target, "a")).await;
+        assert_eq!(served_by(&weft).await, ["a"], "{target}");
+
+        let cases = [
+            ("on_configure returning false", "{mode: reject}"),
+            (
+                "a config the filter does not understand",
+                "{mode: sideways}",
+            ),
+        ];
+        for (n, (what, config)) in cases.into_iter().enumerate() {
+            let what = format!("{target}: {what}");
+            // The rest of the update renames the headers filter: none of it may take effect.
+            let bad = edge(
+                up.addr,
+                &[
+                    Plugin::new("headers", module("headers", target)),
+                    Plugin::new("broken", module("broken", target)),
+                ],
+                [
+                    Filter::new("headers").named("b"),
+                    Filter::new("broken").named("picky").config(config),
+                ],
+            );
+            let line = line_of(&bad, "- plugin: broken");
+            let file = weft.config_path.display().to_string();
+            let error = rejected_reload(&weft, &bad, &what).await;
+            assert!(
+                error.contains("picky")
+                    && error.contains(&format!("{file}:{line}"))
+                    && error.contains("spec.filters[1]"),
+                "the error for {what} names the filter that refused, {file}:{line} and \
+                 spec.filters[1]: {error}"
+            );
+            still_serving_the_old_chain(&weft, (n + 1) as f64, &what).await;
+
+            let error = rejected_start(&bad, &what).await;
+            assert!(
+                error.contains("picky"),
+                "the startup error for {what} names the filter that refused: {error}"
+            );
+        }
+
+        // The same filter with a config it accepts goes in.
+        let fixed = edge(
+            up.addr,
+            &[
+                Plugin::new("headers", module("headers", target)),
+                Plugin::new("broken", module("broken", target)),
+            ],
+            [
+                Filter::new("headers").named("b"),
+                Filter::new("broken").named("picky").config("{mode: none}"),
+            ],
+        );
+        let version = within(STEP, "the fixed config", weft.apply_config(&fixed))
+            .await
+            .unwrap_or_else(|e| panic!("{target}: the fixed config is accepted: {e:#}"));
+        assert_eq!(version, 2, "{target}");
+        assert_eq!(served_by(&weft).await, ["b"], "{target}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_module_rejects_the_update() {
+    let target = TARGETS[0];
+    let up = Upstream::http1("web").await.expect("upstream");
+    let weft = start(&good(up.addr, target, "a")).await;
+    assert_eq!(served_by(&weft).await, ["a"]);
+
+    let modules = tempfile::tempdir().expect("a directory for modules");
+    let missing = modules.path().join("missing.wasm").display().to_string();
+    let junk = modules.path().join("junk.wasm");
+    std::fs::write(&junk, b"this is not a WebAssembly module\n").expect("writing junk.wasm");
+    let junk = junk.display().to_string();
+    let headers = module("headers", target);
+    let digest = Sha256::digest(std::fs::read(headers).expect("reading headers.wasm"));
+    let digest: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let wrong = "0".repeat(64);
+
+    // Each bad config also renames the filter to `b`, so a partial update would show.
+    let with = |plugin: Plugin| {
+        edge(
+            up.addr,
+            &[plugin, Plugin::new("broken", module("broken", target))],
+            [Filter::new("headers").named("b")],
+        )
+    };
+    let cases = [
+        (
+            "a module file that does not exist",
+            with(Plugin::new("headers", &missing)),
+            missing.clone(),
+            "spec.url",
+        ),
+        (
+            "a module file that is not Wasm",
+            with(Plugin::new("headers", &junk)),
+            junk.clone(),
+            "spec.url",
+        ),
+        (
+            "a module that does not match its sha256 pin",
+            with(Plugin::new("headers", headers).sha256(&wrong)),
+            wrong.clone(),
+            "spec.sha256",
+        ),
+    ];
+    let file = weft.config_path.display().to_string();
+    for (n, (what, yaml, marker, field)) in cases.iter().enumerate() {
+        let line = line_of(yaml, marker);
+        let error = rejected_reload(&weft, yaml, what).await;
+        assert!(
+            error.contains(&format!("{file}:{line}")) && error.contains(field),
+            "the error for {what} names {file}:{line} and {field}: {error}"
+        );
+        still_serving_the_old_chain(&weft, (n + 1) as f64, what).await;
+
+        let error = rejected_start(yaml, what).await;
+        assert!(
+            error.contains(&format!("weft.yaml:{line}")) && error.contains(field),
+            "the startup error for {what} names weft.yaml:{line} and {field}: {error}"
+        );
+    }
+
+    // The right pin is accepted.
+    let pinned = with(Plugin::new("headers", headers).sha256(&digest));
+    let version = within(STEP, "the pinned config", weft.apply_config(&pinned))
+        .await
+        .unwrap_or_else(|e| panic!("the module's own sha256 is accepted as a pin: {e:#}"));
+    assert_eq!(version, 2);
+    assert_eq!(served_by(&weft).await, ["b"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_plugin_fields_are_rejected_naming_file_line_and_field() {
+    let target = TARGETS[0];
+    let up = Upstream::http1("web").await.expect("upstream");
+    let weft = start(&good(up.addr, target, "a")).await;
+    let headers = module("headers", target);
+    let broken = module("broken", target);
+    let cases = [
+        (
+            "a filter naming an unknown plugin",
+            edge(
+                up.addr,
+                &[Plugin::new("headers", headers)],
+                [Filter::new("headers").named("b"), Filter::new("nosuch")],
+            ),
+            "- plugin: nosuch",
+            "spec.filters[1].plugin",
+        ),
+        (
+            "a zero deadline",
+            edge(
+                up.addr,
+                &[
+                    Plugin::new("headers", headers).deadline("0s"),
+                    Plugin::new("broken", broken),
+                ],
+                [Filter::new("headers").named("b")],
+            ),
+            "deadline: 0s",
+            "spec.deadline",
+        ),
+        (
+            "a 1Gi memory limit",
+            edge(
+                up.addr,
+                &[
+                    Plugin::new("headers", headers).memory_limit("1Gi"),
+                    Plugin::new("broken", broken),
+                ],
+                [Filter::new("headers").named("b")],
+            ),
+            "memoryLimit: 1Gi",
+            "spec.memoryLimit",
+        ),
+    ];
+    let file = weft.config_path.display().to_string();
+    for (n, (what, yaml, marker, field)) in cases.iter().enumerate() {
+        let line = line_of(yaml, marker);
+        let error = rejected_reload(&weft, yaml, what).await;
+        assert!(
+            error.contains(&format!("{file}:{line}")) && error.contains(field),
+            "the error for {what} names {file}:{line} and {field}: {error}"
+        );
+        still_serving_the_old_chain(&weft, (n + 1) as f64, what).await;
+
+        let error = rejected_start(yaml, what).await;
+        assert!(
+            error.contains(&format!("weft.yaml:{line}")) && error.contains(field),
+            "the startup error for {what} names weft.yaml:{line} and {field}: {error}"
+        );
+    }
+}
