@@ -13,5 +13,6 @@ mod limits;
 mod proxy;
 mod rejections;
 mod reload;
+mod routing;
 mod state;
 mod tls;
