@@ -6,7 +6,7 @@ use crate::wasm::{HEADER, Kind, Module};
 use crate::{ALL, TARGETS};
 
 /// The filters of `tests/programs`; a new one belongs here too.
-const FILTERS: [&str; 9] = [
+const FILTERS: [&str; 10] = [
     "body",
     "broken",
     "callout",
@@ -14,6 +14,7 @@ const FILTERS: [&str; 9] = [
     "metrics",
     "passthrough",
     "properties",
+    "route",
     "shared",
     "tick",
 ];
