@@ -215,6 +215,21 @@ async fn swap_under_load() {
         .await
         .unwrap_or_else(|e| panic!("swap {i} to {name} from {module} is accepted: {e:#}"));
         assert_eq!(version, i as u64 + 1, "swap {i}");
+        // The admin server shows the version and the module now serving.
+        let dump = within(STEP, "GET /config_dump", weft.admin_get("/config_dump"))
+            .await
+            .expect("GET /config_dump");
+        let other = if module == HEADERS_WASIP1 {
+            HEADERS_UNKNOWN
+        } else {
+            HEADERS_WASIP1
+        };
+        assert_eq!(dump.json()["version"], version.to_string(), "swap {i}");
+        assert!(
+            dump.text().contains(module) && !dump.text().contains(other),
+            "after swap {i}, /config_dump names the module {module} and not {other}: {}",
+            dump.text()
+        );
         // A request that starts now runs on the new version.
         let reply = within(
             STEP,

@@ -21,7 +21,7 @@
 //! ```
 //!
 //! The filters (the `//!` docs in `tests/programs/<name>/src/lib.rs` say exactly what each does
-//! and what it needs from the host): `passthrough`, `headers`, `body`, `properties`, `shared`,
+//! and what it needs from the host): `passthrough`, `headers`, `body`, `properties`, `route`, `shared`,
 //! `metrics`, `callout`, `tick`, `broken`.
 
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
