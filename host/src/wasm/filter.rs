@@ -71,6 +71,7 @@ impl Filter {
                 memory_bytes: plugin.memory_limit,
             },
         };
+        host.reloads.with_label_values(&[&plugin.name]).inc();
         let first = Instance::start(host, &pre, &spec)
             .await
             .map_err(|failure| failure.detail)?;

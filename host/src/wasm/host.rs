@@ -58,6 +58,10 @@ pub struct WasmHost {
     pub failures: IntCounterVec,
     /// `weft_plugin_instances_created_total{plugin}`.
     pub instances_created: IntCounterVec,
+    /// `weft_plugin_calls_total{plugin}`: calls into plugin instances.
+    pub calls: IntCounterVec,
+    /// `weft_plugin_reloads_total{plugin}`: filters (re)built for a new configuration or module.
+    pub reloads: IntCounterVec,
     /// `weft_plugin_instances{plugin}`: live instances.
     pub instances: IntGaugeVec,
     /// `weft_plugin_memory_bytes{plugin}`: linear memory of live instances.
@@ -91,6 +95,14 @@ impl WasmHost {
             "weft_plugin_instances_created_total",
             "Plugin instances started, by plugin.",
         )?;
+        let calls = counter(
+            "weft_plugin_calls_total",
+            "Calls into plugin instances, by plugin.",
+        )?;
+        let reloads = counter(
+            "weft_plugin_reloads_total",
+            "Filters built for a new configuration or module (validation included), by plugin.",
+        )?;
         let gauge = |name: &str, help: &str| {
             IntGaugeVec::new(Opts::new(name, help), &["plugin"])
                 .map_err(|e| WasmError::Engine(e.to_string()))
@@ -103,6 +115,8 @@ impl WasmHost {
         for metric in [
             Box::new(failures.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(instances_created.clone()),
+            Box::new(calls.clone()),
+            Box::new(reloads.clone()),
             Box::new(instances.clone()),
             Box::new(memory.clone()),
         ] {
@@ -120,6 +134,8 @@ impl WasmHost {
             metrics: PluginMetrics::new(registry.clone()),
             failures,
             instances_created,
+            calls,
+            reloads,
             instances,
             memory,
             clusters: ArcSwap::from_pointee(BTreeMap::new()),

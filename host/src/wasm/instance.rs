@@ -140,6 +140,8 @@ pub struct Instance {
     memory_bytes: AtomicUsize,
     /// The engine tick the running call started at; 0 when no call runs.
     busy_since: AtomicU64,
+    /// `weft_plugin_calls_total` for this plugin, resolved once.
+    calls: prometheus::IntCounter,
 }
 
 /// Export lookup helper: an optional typed export.
@@ -198,6 +200,7 @@ impl Instance {
             tick_generation: AtomicU64::new(0),
             memory_bytes: AtomicUsize::new(0),
             busy_since: AtomicU64::new(0),
+            calls: host.calls.with_label_values(&[&spec.plugin]),
         });
         let _ = cell.set(Arc::downgrade(&live));
         // Counted from here: dropping a failed start undoes the gauge in `Drop`.
@@ -330,6 +333,7 @@ impl Instance {
             data.panicked = false;
         }
         let runtime = &self.host.runtime;
+        self.calls.inc();
         self.busy_since.store(runtime.now_tick(), Ordering::Relaxed);
         let result = runtime.call(store, func, params).await;
         self.busy_since.store(0, Ordering::Relaxed);
