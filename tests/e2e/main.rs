@@ -8,6 +8,7 @@ mod containment;
 mod drain;
 mod errors;
 mod filters;
+mod grpc;
 mod hotswap;
 mod limits;
 mod proxy;

@@ -5,6 +5,8 @@
 //!   rustls configurations built from it.
 //! - [`upstream`]: real hyper upstreams (HTTP/1.1, h2c, both, TLS/mTLS) whose behaviour is chosen
 //!   by the request path (`/echo`, `/trailers`, `/status/<code>`, `/delay/<ms>`, `/stream/<n>`).
+//! - [`grpc`]: a gRPC echo server (`weft.test.Echo`: unary `Say`, full-duplex `Chat`, failing
+//!   `Fail`) over h2c.
 //! - [`raw`]: misbehaving TCP upstreams and a raw TCP client (`raw_exchange`, `slowloris`).
 //! - [`client`]: a test client on hyper's connection APIs, one-shot or keep-alive, with
 //!   streaming request bodies and trailers.
@@ -25,6 +27,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod grpc;
 pub mod raw;
 pub mod resources;
 pub mod stream;

@@ -22,7 +22,7 @@
 //!
 //! The filters (the `//!` docs in `tests/programs/<name>/src/lib.rs` say exactly what each does
 //! and what it needs from the host): `passthrough`, `headers`, `body`, `properties`, `route`, `shared`,
-//! `metrics`, `callout`, `tick`, `broken`.
+//! `metrics`, `callout`, `grpc`, `tick`, `broken`.
 
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 

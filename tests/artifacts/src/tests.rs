@@ -6,10 +6,11 @@ use crate::wasm::{HEADER, Kind, Module};
 use crate::{ALL, TARGETS};
 
 /// The filters of `tests/programs`; a new one belongs here too.
-const FILTERS: [&str; 10] = [
+const FILTERS: [&str; 11] = [
     "body",
     "broken",
     "callout",
+    "grpc",
     "headers",
     "metrics",
     "passthrough",
