@@ -8,60 +8,64 @@ use std::time::{Duration, Instant};
 
 use http::Version;
 use weft_e2e::client::{self, Reply};
+use weft_e2e::filters::{VERSIONS, module, start, step};
 use weft_e2e::resources::{Chain, Cluster, Filter, Listener, Plugin, join};
-use weft_e2e::upstream::{Upstream, header_values};
+use weft_e2e::upstream::{Upstream, dead_address, header_values};
 use weft_e2e::weft::Weft;
-use weft_e2e::within;
-use weft_test_artifacts::{TARGETS, path};
-
-/// Every network step of these tests is bounded by this.
-const STEP: Duration = Duration::from_secs(5);
-
-const VERSIONS: [Version; 2] = [Version::HTTP_11, Version::HTTP_2];
+use weft_test_artifacts::TARGETS;
 
 /// Cluster `web` on `web`, cluster `auth` on `auth`, the `callout` filter configured with
 /// `config`, listener `public`.
 fn config(web: SocketAddr, auth: SocketAddr, target: &str, config: &str) -> String {
-    let module = path("callout", target).expect("callout is built for every target");
     join([
         Cluster::new("web", &[web]).to_string(),
         Cluster::new("auth", &[auth])
             .field("connectTimeout", "500ms")
             .to_string(),
-        Plugin::new("callout", module).to_string(),
+        Plugin::new("callout", module("callout", target)).to_string(),
         Chain::new("edge", [Filter::new("callout").config(config)]).to_string(),
         Listener::new("public", "web").chain("edge").to_string(),
     ])
 }
 
-async fn start(yaml: &str, what: &str) -> Weft {
-    within(
-        STEP,
-        &format!("starting weft with {what}"),
-        Weft::start(yaml),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("weft starts with {what}: {e:#}"))
-}
-
+/// `GET /resource` through listener `public` on a fresh connection of `version`.
 async fn get(weft: &Weft, version: Version, what: &str) -> Reply {
-    within(
-        STEP,
+    let request = client::get("/resource");
+    step(
         what,
-        client::cleartext(weft.addr("public"), version, client::get("/resource")),
+        client::cleartext(weft.addr("public"), version, request),
     )
     .await
-    .unwrap_or_else(|e| panic!("{what}: {e:#}"))
 }
 
-/// An address nothing listens on: bound, read, and closed again.
-async fn dead_address() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a throw-away listener");
-    let addr = listener.local_addr().expect("throw-away listener address");
-    drop(listener);
-    addr
+/// With the callout filter configured with `callout` (cluster `auth` on `auth`), `GET
+/// /resource` over each version ends at the filter: its 503 with `x-callout-error: error`, and
+/// nothing reaches `web`. Returns each request's context and how long it took.
+async fn failed_callouts(
+    web: &Upstream,
+    auth: SocketAddr,
+    target: &str,
+    callout: &str,
+    what: &str,
+    error: &str,
+) -> Vec<(String, Duration)> {
+    let weft = start(&config(web.addr, auth, target, callout), target).await;
+    let mut took = Vec::new();
+    for version in VERSIONS {
+        let ctx = format!("{target} over {version:?}, {what}");
+        let started = Instant::now();
+        let reply = get(&weft, version, &ctx).await;
+        let elapsed = started.elapsed();
+        assert_eq!(reply.status, 503, "{ctx}: {}", reply.text());
+        assert_eq!(reply.header("x-callout-error"), Some(error), "{ctx}");
+        took.push((ctx, elapsed));
+    }
+    assert_eq!(
+        web.requests(),
+        0,
+        "{target}: the request stopped at the filter"
+    );
+    took
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,24 +111,9 @@ async fn a_refused_callout_answers_503() {
     for target in TARGETS {
         let web = Upstream::http1("web").await.expect("upstream web");
         let dead = dead_address().await;
-        let yaml = config(
-            web.addr,
-            dead,
-            target,
-            "{cluster: auth, path: /, timeout_ms: 2000}",
-        );
-        let weft = start(&yaml, target).await;
-        for version in VERSIONS {
-            let ctx = format!("{target} over {version:?}, callout endpoint refusing");
-            let reply = get(&weft, version, &ctx).await;
-            assert_eq!(reply.status, 503, "{ctx}: {}", reply.text());
-            assert_eq!(reply.header("x-callout-error"), Some("failed"), "{ctx}");
-        }
-        assert_eq!(
-            web.requests(),
-            0,
-            "{target}: the request stopped at the filter"
-        );
+        let callout = "{cluster: auth, path: /, timeout_ms: 2000}";
+        let what = "callout endpoint refusing";
+        failed_callouts(&web, dead, target, callout, what, "failed").await;
     }
 }
 
@@ -133,30 +122,14 @@ async fn a_callout_past_its_timeout_answers_503_promptly() {
     for target in TARGETS {
         let web = Upstream::http1("web").await.expect("upstream web");
         let auth = Upstream::http1("auth").await.expect("upstream auth");
-        let yaml = config(
-            web.addr,
-            auth.addr,
-            target,
-            "{cluster: auth, path: /delay/2000, timeout_ms: 200}",
-        );
-        let weft = start(&yaml, target).await;
-        for version in VERSIONS {
-            let ctx = format!("{target} over {version:?}, callout timing out");
-            let started = Instant::now();
-            let reply = get(&weft, version, &ctx).await;
-            let took = started.elapsed();
-            assert_eq!(reply.status, 503, "{ctx}: {}", reply.text());
-            assert_eq!(reply.header("x-callout-error"), Some("failed"), "{ctx}");
+        let callout = "{cluster: auth, path: /delay/2000, timeout_ms: 200}";
+        let what = "callout timing out";
+        for (ctx, took) in failed_callouts(&web, auth.addr, target, callout, what, "failed").await {
             assert!(
                 took < Duration::from_millis(1200),
                 "{ctx}: a 200 ms callout timeout answered after {took:?} (the callout takes 2 s)"
             );
         }
-        assert_eq!(
-            web.requests(),
-            0,
-            "{target}: the request stopped at the filter"
-        );
     }
 }
 
@@ -165,24 +138,11 @@ async fn a_callout_to_an_unknown_cluster_is_refused_at_dispatch() {
     for target in TARGETS {
         let web = Upstream::http1("web").await.expect("upstream web");
         let auth = Upstream::http1("auth").await.expect("upstream auth");
-        let yaml = config(
-            web.addr,
-            auth.addr,
-            target,
-            "{cluster: nowhere, path: /, timeout_ms: 1000}",
-        );
-        let weft = start(&yaml, target).await;
-        for version in VERSIONS {
-            let ctx = format!("{target} over {version:?}, callout to cluster nowhere");
-            let reply = get(&weft, version, &ctx).await;
-            assert_eq!(reply.status, 503, "{ctx}: {}", reply.text());
-            assert_eq!(
-                reply.header("x-callout-error"),
-                Some("dispatch BadArgument"),
-                "{ctx}: Envoy's BAD_ARGUMENT for an unknown cluster"
-            );
-        }
-        assert_eq!(web.requests(), 0, "{target}");
+        let callout = "{cluster: nowhere, path: /, timeout_ms: 1000}";
+        let what = "callout to cluster nowhere";
+        // Envoy's BAD_ARGUMENT for an unknown cluster.
+        let error = "dispatch BadArgument";
+        failed_callouts(&web, auth.addr, target, callout, what, error).await;
         assert_eq!(auth.requests(), 0, "{target}");
     }
 }

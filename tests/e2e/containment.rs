@@ -8,33 +8,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use weft_e2e::client::{self, Reply};
+use weft_e2e::filters::{STEP, module, start, step};
 use weft_e2e::resources::{Chain, Cluster, Filter, Listener, Plugin, join};
 use weft_e2e::upstream::{Upstream, header_values};
 use weft_e2e::weft::Weft;
 use weft_e2e::{wait_for, within};
-use weft_test_artifacts::{TARGETS, path};
+use weft_test_artifacts::TARGETS;
 
-/// Every network step of these tests is bounded by this.
-const STEP: Duration = Duration::from_secs(5);
-
-fn module(name: &str, target: &str) -> &'static str {
-    path(name, target).unwrap_or_else(|| panic!("test filter {name} is not built for {target}"))
-}
-
-async fn start(yaml: &str, what: &str) -> Weft {
-    within(
-        STEP,
-        &format!("starting weft with {what}"),
-        Weft::start(yaml),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("weft starts with {what}: {e:#}"))
-}
-
+/// `GET /` on a fresh HTTP/1.1 connection.
 async fn get(addr: SocketAddr, what: &str) -> Reply {
-    within(STEP, what, client::h1(addr, client::get("/")))
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e:#}"))
+    step(what, client::h1(addr, client::get("/"))).await
 }
 
 /// `weft_plugin_failures_total` of plugin `broken` for `reason` (0 when absent).

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 use weft_e2e::client::{self, H1Conn, Reply};
 use weft_e2e::raw::{Misbehaviour, RawUpstream, raw_exchange, statuses};
-use weft_e2e::upstream::Upstream;
+use weft_e2e::upstream::{Upstream, dead_address};
 use weft_e2e::weft::Weft;
 
 /// A cluster `web` over `endpoints` with extra spec fields `extra` (the inside of a YAML flow
@@ -46,16 +46,6 @@ async fn start(endpoints: &[SocketAddr], extra: &str) -> Weft {
     Weft::start(&config(endpoints, extra))
         .await
         .expect("start weft")
-}
-
-/// An address nothing listens on: bound, read, and closed again.
-async fn dead_address() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a throw-away listener");
-    let addr = listener.local_addr().expect("throw-away listener address");
-    drop(listener);
-    addr
 }
 
 /// Asserts a weft-generated error: `status`, a plain-text body of exactly one line, containing

@@ -11,43 +11,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Version};
 use weft_e2e::client::{self, H1Conn, H2Conn, Reply};
+use weft_e2e::filters::{STEP, VERSIONS, module, send, start, start_one_filter, step};
 use weft_e2e::resources::{Chain, Cluster, Filter, Listener, Plugin, edge, join};
 use weft_e2e::upstream::{Upstream, header_values};
-use weft_e2e::weft::Weft;
-use weft_e2e::{stream, wait_for, within};
-use weft_test_artifacts::{TARGETS, path};
-
-/// Every network step of these tests is bounded by this.
-const STEP: Duration = Duration::from_secs(5);
-
-/// Both downstream protocols.
-const VERSIONS: [Version; 2] = [Version::HTTP_11, Version::HTTP_2];
-
-/// The test filter `name` built for `target`.
-fn module(name: &str, target: &str) -> &'static str {
-    path(name, target).unwrap_or_else(|| panic!("test filter {name} is not built for {target}"))
-}
-
-async fn start(yaml: &str, what: &str) -> Weft {
-    within(
-        STEP,
-        &format!("starting weft with {what}"),
-        Weft::start(yaml),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("weft starts with {what}: {e:#}"))
-}
-
-/// Sends `req` on a fresh connection of `version` to `addr`.
-async fn send<B>(addr: SocketAddr, version: Version, req: Request<B>) -> Reply
-where
-    B: http_body::Body<Data = Bytes, Error = std::convert::Infallible> + Send + Sync + 'static,
-{
-    let what = format!("{} {} over {version:?}", req.method(), req.uri());
-    within(STEP, &what, client::cleartext(addr, version, req))
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e:#}"))
-}
+use weft_e2e::{stream, wait_for};
+use weft_test_artifacts::TARGETS;
 
 /// The values of response header `name`, in order.
 fn response_values(reply: &Reply, name: &str) -> Vec<String> {
@@ -142,13 +110,7 @@ async fn a_local_reply_skips_the_rest_of_the_chain_and_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_body_is_buffered_whole_and_rewritten() {
     for target in TARGETS {
-        let up = Upstream::http1("web").await.expect("upstream");
-        let yaml = edge(
-            up.addr,
-            &[Plugin::new("body", module("body", target))],
-            [Filter::new("body")],
-        );
-        let weft = start(&yaml, target).await;
+        let (_up, weft) = start_one_filter(target, Filter::new("body")).await;
         let addr = weft.addr("public");
         for version in VERSIONS {
             let body = "Hello, Weft! 123 \u{fc}ber";
@@ -182,11 +144,10 @@ async fn a_request_body_is_buffered_whole_and_rewritten() {
 async fn post_chunks(addr: SocketAddr, version: Version, path: &str, chunks: &[&[u8]]) -> Reply {
     let what = format!("POST {path} in {} chunks over {version:?}", chunks.len());
     let req = Request::post(path).body(()).expect("a request");
-    let started = match version {
-        Version::HTTP_2 => within(STEP, &what, stream::h2c(addr, req)).await,
-        _ => within(STEP, &what, stream::h1(addr, req)).await,
+    let (body, pending) = match version {
+        Version::HTTP_2 => step(&what, stream::h2c(addr, req)).await,
+        _ => step(&what, stream::h1(addr, req)).await,
     };
-    let (body, pending) = started.unwrap_or_else(|e| panic!("{what}: {e:#}"));
     for chunk in chunks {
         if body.send(chunk.to_vec()).await.is_err() {
             break;
@@ -194,12 +155,8 @@ async fn post_chunks(addr: SocketAddr, version: Version, path: &str, chunks: &[&
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     body.finish();
-    let response = within(STEP, &what, pending.response())
-        .await
-        .unwrap_or_else(|e| panic!("{what}: the response head: {e:#}"));
-    within(STEP, &what, response.finish())
-        .await
-        .unwrap_or_else(|e| panic!("{what}: the response body: {e:#}"))
+    let response = step(&format!("{what}: the response head"), pending.response()).await;
+    step(&format!("{what}: the response body"), response.finish()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,13 +199,8 @@ async fn a_body_past_the_buffer_limit_is_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_properties_reach_the_filter_in_envoys_encodings() {
     for target in TARGETS {
-        let up = Upstream::http1("web").await.expect("upstream");
-        let yaml = edge(
-            up.addr,
-            &[Plugin::new("properties", module("properties", target))],
-            [Filter::new("properties").named("inspector")],
-        );
-        let weft = start(&yaml, target).await;
+        let (_up, weft) =
+            start_one_filter(target, Filter::new("properties").named("inspector")).await;
         let addr = weft.addr("public");
         for version in VERSIONS {
             let ctx = format!("{target} over {version:?}");
@@ -266,7 +218,7 @@ async fn host_properties_reach_the_filter_in_envoys_encodings() {
             ] {
                 headers.insert(name, HeaderValue::from_static(spoof));
             }
-            let reply = within(STEP, &ctx, async {
+            let reply = step(&ctx, async {
                 match version {
                     Version::HTTP_2 => {
                         let conn = H2Conn::handshake(tcp, "http", addr.to_string()).await?;
@@ -278,8 +230,7 @@ async fn host_properties_reach_the_filter_in_envoys_encodings() {
                     }
                 }
             })
-            .await
-            .unwrap_or_else(|e| panic!("{ctx}: {e:#}"));
+            .await;
             assert_eq!(reply.status, 200, "{ctx}: {}", reply.text());
             let seen = reply.json();
             let expected = [
@@ -303,13 +254,7 @@ async fn host_properties_reach_the_filter_in_envoys_encodings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_a_plugin_defines_are_exported_and_count_every_request() {
     for target in TARGETS {
-        let up = Upstream::http1("web").await.expect("upstream");
-        let yaml = edge(
-            up.addr,
-            &[Plugin::new("metrics", module("metrics", target))],
-            [Filter::new("metrics")],
-        );
-        let weft = start(&yaml, target).await;
+        let (_up, weft) = start_one_filter(target, Filter::new("metrics")).await;
         let requests = 6;
         for i in 1..=requests {
             let version = VERSIONS[i % 2];

@@ -11,14 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use weft_e2e::client::{self, H1Conn, H2Conn, Reply};
+use weft_e2e::filters::{STEP, start, step};
 use weft_e2e::resources::{Filter, Plugin, edge};
 use weft_e2e::upstream::{Upstream, header_values};
-use weft_e2e::weft::Weft;
 use weft_e2e::{wait_for, within};
 use weft_test_artifacts::{HEADERS_UNKNOWN, HEADERS_WASIP1};
-
-/// Every network step of this test is bounded by this.
-const STEP: Duration = Duration::from_secs(5);
 
 /// The whole test is bounded by this.
 const WHOLE: Duration = Duration::from_secs(30);
@@ -102,9 +99,7 @@ impl Load {
         let mut tasks = Vec::new();
         for id in 0..clients {
             let h2 = id % 2 == 1;
-            let mut client = within(STEP, "connecting a load client", Client::connect(addr, h2))
-                .await
-                .expect("a load client connects");
+            let mut client = step("connecting a load client", Client::connect(addr, h2)).await;
             let (stop, ok) = (load.stop.clone(), load.ok.clone());
             let (failures, latest) = (load.failures.clone(), load.latest.clone());
             tasks.push(tokio::spawn(async move {
@@ -193,13 +188,8 @@ async fn swap_under_load() {
         ("b", HEADERS_UNKNOWN),
     ];
     let up = Upstream::http1("web").await.expect("upstream");
-    let weft = within(
-        STEP,
-        "starting weft",
-        Weft::start(&config(up.addr, states[0].1, states[0].0)),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("weft starts with the headers filter: {e:#}"));
+    let first = config(up.addr, states[0].1, states[0].0);
+    let weft = start(&first, "the headers filter").await;
     let addr = weft.addr("public");
     let load = Load::start(addr, 8).await;
     load.progress(16, "before the first swap").await;
@@ -207,18 +197,11 @@ async fn swap_under_load() {
     let swaps = 20;
     for i in 1..=swaps {
         let (name, module) = states[i % states.len()];
-        let version = within(
-            STEP,
-            &format!("swap {i}"),
-            weft.apply_config(&config(up.addr, module, name)),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("swap {i} to {name} from {module} is accepted: {e:#}"));
+        let what = format!("swap {i} to {name} from {module}");
+        let version = step(&what, weft.apply_config(&config(up.addr, module, name))).await;
         assert_eq!(version, i as u64 + 1, "swap {i}");
         // The admin server shows the version and the module now serving.
-        let dump = within(STEP, "GET /config_dump", weft.admin_get("/config_dump"))
-            .await
-            .expect("GET /config_dump");
+        let dump = step("GET /config_dump", weft.admin_get("/config_dump")).await;
         let other = if module == HEADERS_WASIP1 {
             HEADERS_UNKNOWN
         } else {
@@ -231,13 +214,8 @@ async fn swap_under_load() {
             dump.text()
         );
         // A request that starts now runs on the new version.
-        let reply = within(
-            STEP,
-            "a fresh request",
-            client::h1(addr, client::get("/fresh")),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("a fresh request after swap {i}: {e:#}"));
+        let what = format!("a fresh request after swap {i}");
+        let reply = step(&what, client::h1(addr, client::get("/fresh"))).await;
         assert_eq!(
             filtered_by(&reply),
             Ok(name.to_owned()),

@@ -5,50 +5,40 @@
 //! keeps serving; the same file refuses to start a proxy.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use weft_e2e::client;
+use weft_e2e::filters::{STEP, module, start, step};
 use weft_e2e::resources::{Filter, Plugin, edge, line_of};
 use weft_e2e::upstream::{Upstream, header_values};
 use weft_e2e::weft::Weft;
 use weft_e2e::within;
-use weft_test_artifacts::{TARGETS, path};
-
-/// Every network step of these tests is bounded by this.
-const STEP: Duration = Duration::from_secs(5);
-
-fn module(name: &str, target: &str) -> &'static str {
-    path(name, target).unwrap_or_else(|| panic!("test filter {name} is not built for {target}"))
-}
+use weft_test_artifacts::TARGETS;
 
 /// `headers` as filter `name` (plus an unused `broken` plugin resource).
 fn good(up: SocketAddr, target: &str, name: &str) -> String {
-    edge(
-        up,
-        &[
-            Plugin::new("headers", module("headers", target)),
-            Plugin::new("broken", module("broken", target)),
-        ],
-        [Filter::new("headers").named(name)],
-    )
+    let headers = Plugin::new("headers", module("headers", target));
+    with_headers(up, target, headers, [Filter::new("headers").named(name)])
 }
 
-async fn start(yaml: &str) -> Weft {
-    within(STEP, "starting weft", Weft::start(yaml))
-        .await
-        .unwrap_or_else(|e| panic!("weft starts with the good config: {e:#}"))
+/// Plugins `headers` as given and `broken` built for `target`; chain `edge` of `filters`.
+fn with_headers(
+    up: SocketAddr,
+    target: &str,
+    headers: Plugin,
+    filters: impl IntoIterator<Item = Filter>,
+) -> String {
+    edge(
+        up,
+        &[headers, Plugin::new("broken", module("broken", target))],
+        filters,
+    )
 }
 
 /// The filter name requests through `public` run with; panics unless the request succeeds.
 async fn served_by(weft: &Weft) -> Vec<String> {
-    let reply = within(
-        STEP,
-        "GET / through public",
-        client::h1(weft.addr("public"), client::get("/")),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("GET / through public: {e:#}"));
+    let public = weft.addr("public");
+    let reply = step("GET / through public", client::h1(public, client::get("/"))).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     header_values(&reply.json(), "x-filtered-by")
 }
@@ -90,11 +80,33 @@ async fn still_serving_the_old_chain(weft: &Weft, failures: f64, what: &str) {
     );
 }
 
+/// Each of `cases` — what is wrong, the config, a text on the line at fault, the field at
+/// fault — is rejected on reload naming the file, line and field, is counted, and leaves the
+/// old chain serving; and refuses to start a proxy, naming the line and field.
+async fn each_rejected(weft: &Weft, cases: &[(&str, String, &str, &str)]) {
+    let file = weft.config_path.display().to_string();
+    for (n, &(what, ref yaml, marker, field)) in cases.iter().enumerate() {
+        let line = line_of(yaml, marker);
+        let error = rejected_reload(weft, yaml, what).await;
+        assert!(
+            error.contains(&format!("{file}:{line}")) && error.contains(field),
+            "the error for {what} names {file}:{line} and {field}: {error}"
+        );
+        still_serving_the_old_chain(weft, (n + 1) as f64, what).await;
+
+        let error = rejected_start(yaml, what).await;
+        assert!(
+            error.contains(&format!("weft.yaml:{line}")) && error.contains(field),
+            "the startup error for {what} names weft.yaml:{line} and {field}: {error}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filter_refusing_its_config_rejects_the_update() {
     for target in TARGETS {
         let up = Upstream::http1("web").await.expect("upstream");
-        let weft = start(&good(up.addr, target, "a")).await;
+        let weft = start(&good(up.addr, target, "a"), "the good config").await;
         assert_eq!(served_by(&weft).await, ["a"], "{target}");
 
         let cases = [
@@ -104,20 +116,18 @@ async fn a_filter_refusing_its_config_rejects_the_update() {
                 "{mode: sideways}",
             ),
         ];
+        // The rest of each update renames the headers filter: none of it may take effect.
+        let picky = |config: &str| {
+            let headers = Plugin::new("headers", module("headers", target));
+            let filters = [
+                Filter::new("headers").named("b"),
+                Filter::new("broken").named("picky").config(config),
+            ];
+            with_headers(up.addr, target, headers, filters)
+        };
         for (n, (what, config)) in cases.into_iter().enumerate() {
             let what = format!("{target}: {what}");
-            // The rest of the update renames the headers filter: none of it may take effect.
-            let bad = edge(
-                up.addr,
-                &[
-                    Plugin::new("headers", module("headers", target)),
-                    Plugin::new("broken", module("broken", target)),
-                ],
-                [
-                    Filter::new("headers").named("b"),
-                    Filter::new("broken").named("picky").config(config),
-                ],
-            );
+            let bad = picky(config);
             let line = line_of(&bad, "- plugin: broken");
             let file = weft.config_path.display().to_string();
             let error = rejected_reload(&weft, &bad, &what).await;
@@ -138,20 +148,9 @@ async fn a_filter_refusing_its_config_rejects_the_update() {
         }
 
         // The same filter with a config it accepts goes in.
-        let fixed = edge(
-            up.addr,
-            &[
-                Plugin::new("headers", module("headers", target)),
-                Plugin::new("broken", module("broken", target)),
-            ],
-            [
-                Filter::new("headers").named("b"),
-                Filter::new("broken").named("picky").config("{mode: none}"),
-            ],
-        );
-        let version = within(STEP, "the fixed config", weft.apply_config(&fixed))
-            .await
-            .unwrap_or_else(|e| panic!("{target}: the fixed config is accepted: {e:#}"));
+        let fixed = picky("{mode: none}");
+        let what = format!("{target}: applying the fixed config");
+        let version = step(&what, weft.apply_config(&fixed)).await;
         assert_eq!(version, 2, "{target}");
         assert_eq!(served_by(&weft).await, ["b"], "{target}");
     }
@@ -161,7 +160,7 @@ async fn a_filter_refusing_its_config_rejects_the_update() {
 async fn an_unusable_module_rejects_the_update() {
     let target = TARGETS[0];
     let up = Upstream::http1("web").await.expect("upstream");
-    let weft = start(&good(up.addr, target, "a")).await;
+    let weft = start(&good(up.addr, target, "a"), "the good config").await;
     assert_eq!(served_by(&weft).await, ["a"]);
 
     let modules = tempfile::tempdir().expect("a directory for modules");
@@ -175,10 +174,11 @@ async fn an_unusable_module_rejects_the_update() {
     let wrong = "0".repeat(64);
 
     // Each bad config also renames the filter to `b`, so a partial update would show.
-    let with = |plugin: Plugin| {
-        edge(
+    let with = |headers: Plugin| {
+        with_headers(
             up.addr,
-            &[plugin, Plugin::new("broken", module("broken", target))],
+            target,
+            headers,
             [Filter::new("headers").named("b")],
         )
     };
@@ -186,44 +186,28 @@ async fn an_unusable_module_rejects_the_update() {
         (
             "a module file that does not exist",
             with(Plugin::new("headers", &missing)),
-            missing.clone(),
+            missing.as_str(),
             "spec.url",
         ),
         (
             "a module file that is not Wasm",
             with(Plugin::new("headers", &junk)),
-            junk.clone(),
+            junk.as_str(),
             "spec.url",
         ),
         (
             "a module that does not match its sha256 pin",
             with(Plugin::new("headers", headers).sha256(&wrong)),
-            wrong.clone(),
+            wrong.as_str(),
             "spec.sha256",
         ),
     ];
-    let file = weft.config_path.display().to_string();
-    for (n, (what, yaml, marker, field)) in cases.iter().enumerate() {
-        let line = line_of(yaml, marker);
-        let error = rejected_reload(&weft, yaml, what).await;
-        assert!(
-            error.contains(&format!("{file}:{line}")) && error.contains(field),
-            "the error for {what} names {file}:{line} and {field}: {error}"
-        );
-        still_serving_the_old_chain(&weft, (n + 1) as f64, what).await;
-
-        let error = rejected_start(yaml, what).await;
-        assert!(
-            error.contains(&format!("weft.yaml:{line}")) && error.contains(field),
-            "the startup error for {what} names weft.yaml:{line} and {field}: {error}"
-        );
-    }
+    each_rejected(&weft, &cases).await;
 
     // The right pin is accepted.
     let pinned = with(Plugin::new("headers", headers).sha256(&digest));
-    let version = within(STEP, "the pinned config", weft.apply_config(&pinned))
-        .await
-        .unwrap_or_else(|e| panic!("the module's own sha256 is accepted as a pin: {e:#}"));
+    let what = "applying the module's own sha256 as a pin";
+    let version = step(what, weft.apply_config(&pinned)).await;
     assert_eq!(version, 2);
     assert_eq!(served_by(&weft).await, ["b"]);
 }
@@ -232,9 +216,16 @@ async fn an_unusable_module_rejects_the_update() {
 async fn bad_plugin_fields_are_rejected_naming_file_line_and_field() {
     let target = TARGETS[0];
     let up = Upstream::http1("web").await.expect("upstream");
-    let weft = start(&good(up.addr, target, "a")).await;
+    let weft = start(&good(up.addr, target, "a"), "the good config").await;
     let headers = module("headers", target);
-    let broken = module("broken", target);
+    let with = |headers: Plugin| {
+        with_headers(
+            up.addr,
+            target,
+            headers,
+            [Filter::new("headers").named("b")],
+        )
+    };
     let cases = [
         (
             "a filter naming an unknown plugin",
@@ -248,45 +239,16 @@ async fn bad_plugin_fields_are_rejected_naming_file_line_and_field() {
         ),
         (
             "a zero deadline",
-            edge(
-                up.addr,
-                &[
-                    Plugin::new("headers", headers).deadline("0s"),
-                    Plugin::new("broken", broken),
-                ],
-                [Filter::new("headers").named("b")],
-            ),
+            with(Plugin::new("headers", headers).deadline("0s")),
             "deadline: 0s",
             "spec.deadline",
         ),
         (
             "a 1Gi memory limit",
-            edge(
-                up.addr,
-                &[
-                    Plugin::new("headers", headers).memory_limit("1Gi"),
-                    Plugin::new("broken", broken),
-                ],
-                [Filter::new("headers").named("b")],
-            ),
+            with(Plugin::new("headers", headers).memory_limit("1Gi")),
             "memoryLimit: 1Gi",
             "spec.memoryLimit",
         ),
     ];
-    let file = weft.config_path.display().to_string();
-    for (n, (what, yaml, marker, field)) in cases.iter().enumerate() {
-        let line = line_of(yaml, marker);
-        let error = rejected_reload(&weft, yaml, what).await;
-        assert!(
-            error.contains(&format!("{file}:{line}")) && error.contains(field),
-            "the error for {what} names {file}:{line} and {field}: {error}"
-        );
-        still_serving_the_old_chain(&weft, (n + 1) as f64, what).await;
-
-        let error = rejected_start(yaml, what).await;
-        assert!(
-            error.contains(&format!("weft.yaml:{line}")) && error.contains(field),
-            "the startup error for {what} names weft.yaml:{line} and {field}: {error}"
-        );
-    }
+    each_rejected(&weft, &cases).await;
 }

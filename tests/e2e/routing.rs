@@ -3,16 +3,11 @@
 //! request goes to the chosen cluster with the rewritten path, an unknown cluster is a 503 that
 //! names it, and a request the filter does not route goes to the listener's `defaultCluster`.
 
-use std::time::Duration;
-
 use weft_e2e::client;
+use weft_e2e::filters::{module, start, step};
 use weft_e2e::resources::{Chain, Cluster, Filter, Listener, Plugin, join};
 use weft_e2e::upstream::Upstream;
-use weft_e2e::weft::Weft;
-use weft_e2e::within;
-use weft_test_artifacts::{TARGETS, path};
-
-const STEP: Duration = Duration::from_secs(5);
+use weft_test_artifacts::TARGETS;
 
 /// `request` with `x-route: cluster`.
 fn with_route<B>(mut request: http::Request<B>, cluster: &'static str) -> http::Request<B> {
@@ -27,31 +22,20 @@ async fn a_filter_chooses_the_cluster_and_rewrites_the_path() {
     let web = Upstream::http1("web").await.expect("upstream web");
     let api = Upstream::h2c("api").await.expect("upstream api");
     for target in TARGETS {
-        let module = path("route", target).expect("route is built for every target");
         let yaml = join([
             Cluster::new("web", &[web.addr]).to_string(),
             Cluster::new("api", &[api.addr])
                 .field("protocol", "HTTP2")
                 .to_string(),
-            Plugin::new("route", module).to_string(),
+            Plugin::new("route", module("route", target)).to_string(),
             Chain::new("edge", [Filter::new("route")]).to_string(),
             Listener::new("public", "web").chain("edge").to_string(),
         ]);
-        let weft = within(STEP, "weft starts", Weft::start(&yaml))
-            .await
-            .unwrap_or_else(|e| panic!("weft starts with the route filter ({target}): {e:#}"));
+        let weft = start(&yaml, &format!("the route filter ({target})")).await;
         let addr = weft.addr("public");
 
-        let routed = within(
-            STEP,
-            "a routed request",
-            client::h1(
-                addr,
-                with_route(client::get("/strip/v1/items?page=2"), "api"),
-            ),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("routed request: {e:#}"));
+        let request = with_route(client::get("/strip/v1/items?page=2"), "api");
+        let routed = step("a routed request", client::h1(addr, request)).await;
         assert_eq!(routed.status, 200, "{target}: {}", routed.text());
         let json = routed.json();
         assert_eq!(
@@ -67,13 +51,7 @@ async fn a_filter_chooses_the_cluster_and_rewrites_the_path() {
             "{target}: the property reads back what the filter set"
         );
 
-        let default = within(
-            STEP,
-            "an unrouted request",
-            client::h1(addr, client::get("/a")),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("unrouted request: {e:#}"));
+        let default = step("an unrouted request", client::h1(addr, client::get("/a"))).await;
         assert_eq!(default.status, 200, "{target}: {}", default.text());
         assert_eq!(
             default.json()["upstream"],
@@ -81,13 +59,9 @@ async fn a_filter_chooses_the_cluster_and_rewrites_the_path() {
             "{target}: defaultCluster"
         );
 
-        let unknown = within(
-            STEP,
-            "a request routed to a missing cluster",
-            client::h1(addr, with_route(client::get("/"), "nowhere")),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("unknown cluster: {e:#}"));
+        let request = with_route(client::get("/"), "nowhere");
+        let what = "a request routed to a missing cluster";
+        let unknown = step(what, client::h1(addr, request)).await;
         assert_eq!(unknown.status, 503, "{target}: {}", unknown.text());
         assert!(
             unknown.text().contains("nowhere"),

@@ -7,28 +7,11 @@ use std::time::Duration;
 
 use http::Version;
 use weft_e2e::client::{self, H2Conn, Reply};
-use weft_e2e::resources::{Filter, Plugin, edge};
-use weft_e2e::upstream::{Upstream, header_values};
-use weft_e2e::weft::Weft;
+use weft_e2e::filters::{STEP, start_one_filter, step};
+use weft_e2e::resources::Filter;
+use weft_e2e::upstream::header_values;
 use weft_e2e::{wait_for, within};
-use weft_test_artifacts::{TARGETS, path};
-
-/// Every network step of these tests is bounded by this.
-const STEP: Duration = Duration::from_secs(5);
-
-fn module(name: &str, target: &str) -> &'static str {
-    path(name, target).unwrap_or_else(|| panic!("test filter {name} is not built for {target}"))
-}
-
-async fn start(yaml: &str, what: &str) -> Weft {
-    within(
-        STEP,
-        &format!("starting weft with {what}"),
-        Weft::start(yaml),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("weft starts with {what}: {e:#}"))
-}
+use weft_test_artifacts::TARGETS;
 
 /// The single value of request header `name` the upstream saw, as a number.
 fn seen_number(reply: &Reply, name: &str) -> Option<u64> {
@@ -43,34 +26,21 @@ fn seen_number(reply: &Reply, name: &str) -> Option<u64> {
     }
 }
 
+/// `GET /` on a fresh connection of `version`.
 async fn get(addr: SocketAddr, version: Version, what: &str) -> Reply {
-    within(
-        STEP,
-        what,
-        client::cleartext(addr, version, client::get("/")),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{what}: {e:#}"))
+    step(what, client::cleartext(addr, version, client::get("/"))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_each_get_their_own_shared_count() {
     const N: u64 = 50;
     for target in TARGETS {
-        let up = Upstream::http1("web").await.expect("upstream");
-        let yaml = edge(
-            up.addr,
-            &[Plugin::new("shared", module("shared", target))],
-            [Filter::new("shared")],
-        );
-        let weft = start(&yaml, target).await;
+        let (_up, weft) = start_one_filter(target, Filter::new("shared")).await;
         let addr = weft.addr("public");
 
         // Half on their own HTTP/1.1 connections, half as streams of one h2c connection, all
         // at once.
-        let h2 = within(STEP, "connecting h2c", H2Conn::connect(addr))
-            .await
-            .expect("h2c connection");
+        let h2 = step("connecting h2c", H2Conn::connect(addr)).await;
         let mut tasks = Vec::new();
         for i in 0..N {
             let h2 = h2.clone();
@@ -122,13 +92,8 @@ async fn concurrent_requests_each_get_their_own_shared_count() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timer_ticks_without_traffic() {
     for target in TARGETS {
-        let up = Upstream::http1("web").await.expect("upstream");
-        let yaml = edge(
-            up.addr,
-            &[Plugin::new("tick", module("tick", target))],
-            [Filter::new("tick").config("{period_ms: 50}")],
-        );
-        let weft = start(&yaml, target).await;
+        let (_up, weft) =
+            start_one_filter(target, Filter::new("tick").config("{period_ms: 50}")).await;
         let addr = weft.addr("public");
         let first = seen_number(
             &get(addr, Version::HTTP_11, "the first request").await,

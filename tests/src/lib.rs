@@ -14,6 +14,8 @@
 //! - [`weft`]: the proxy started in-process from a YAML string.
 //! - [`resources`]: the YAML documents (`Cluster`, `Plugin`, `FilterChain`, `Listener`) it is
 //!   started with.
+//! - [`filters`]: what the tests of Wasm filters share — the test filters by name and target,
+//!   a proxy started on them, requests that must succeed within a deadline.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -27,6 +29,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod filters;
 pub mod grpc;
 pub mod raw;
 pub mod resources;

@@ -189,6 +189,11 @@ impl Filter {
         self.fail_open = true;
         self
     }
+
+    /// The plugin this filter is an instance of.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
 }
 
 /// `kind: FilterChain`.

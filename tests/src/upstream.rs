@@ -175,6 +175,16 @@ pub fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+/// An address nothing listens on: bound, read, and closed again.
+pub async fn dead_address() -> SocketAddr {
+    let listener = TcpListener::bind(loopback())
+        .await
+        .expect("bind a throw-away listener");
+    let addr = listener.local_addr().expect("throw-away listener address");
+    drop(listener);
+    addr
+}
+
 /// Binds `addr`, retrying for up to 2 s while a just-closed listener still holds it.
 pub async fn bind_retrying(addr: SocketAddr) -> Result<TcpListener> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);

@@ -81,24 +81,15 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
          message_size: u32,
          timeout_ms: u32,
          token_ptr: u32| {
-            finish((|| {
-                let upstream = read_string(&mut caller, upstream, upstream_size)?;
-                let service = read(&mut caller, service, service_size)?;
-                let method = read(&mut caller, method, method_size)?;
-                let metadata = read(&mut caller, metadata, metadata_size)?;
-                let message = read(&mut caller, message, message_size)?;
-                write_u32(&mut caller, token_ptr, 0)?;
-                let call = GrpcCall {
-                    cluster: &upstream,
-                    service,
-                    method,
-                    metadata: &metadata,
-                    message: Some(Bytes::from(message)),
-                    timeout_ms,
-                };
-                let token = dispatch_grpc(state(&mut caller), call)?;
-                write_u32(&mut caller, token_ptr, token)
-            })())
+            let args = GrpcArgs {
+                upstream: (upstream, upstream_size),
+                service: (service, service_size),
+                method: (method, method_size),
+                metadata: (metadata, metadata_size),
+                message: Some((message, message_size)),
+                timeout_ms,
+            };
+            finish(start_grpc(&mut caller, args, token_ptr))
         },
     )?;
     linker.func_wrap(
@@ -114,23 +105,15 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
          metadata: u32,
          metadata_size: u32,
          token_ptr: u32| {
-            finish((|| {
-                let upstream = read_string(&mut caller, upstream, upstream_size)?;
-                let service = read(&mut caller, service, service_size)?;
-                let method = read(&mut caller, method, method_size)?;
-                let metadata = read(&mut caller, metadata, metadata_size)?;
-                write_u32(&mut caller, token_ptr, 0)?;
-                let call = GrpcCall {
-                    cluster: &upstream,
-                    service,
-                    method,
-                    metadata: &metadata,
-                    message: None,
-                    timeout_ms: 0,
-                };
-                let token = dispatch_grpc(state(&mut caller), call)?;
-                write_u32(&mut caller, token_ptr, token)
-            })())
+            let args = GrpcArgs {
+                upstream: (upstream, upstream_size),
+                service: (service, service_size),
+                method: (method, method_size),
+                metadata: (metadata, metadata_size),
+                message: None,
+                timeout_ms: 0,
+            };
+            finish(start_grpc(&mut caller, args, token_ptr))
         },
     )?;
     linker.func_wrap(
@@ -179,6 +162,44 @@ async fn get_status(
     let (code, message) = state(caller).status.clone();
     write_u32(caller, code_ptr, code)?;
     copy_to_guest(caller, &message, ptr_ptr, size_ptr).await
+}
+
+/// The arguments of `proxy_grpc_call` and `proxy_grpc_stream` as the guest passes them: each
+/// a `(pointer, size)` in its memory.
+struct GrpcArgs {
+    upstream: (u32, u32),
+    service: (u32, u32),
+    method: (u32, u32),
+    metadata: (u32, u32),
+    /// The request message of a unary call; `None` opens a stream.
+    message: Option<(u32, u32)>,
+    /// Timeout in milliseconds; 0 for none.
+    timeout_ms: u32,
+}
+
+/// `proxy_grpc_call` and `proxy_grpc_stream`: reads the call from guest memory, clears the
+/// token first (so a bad token pointer fails before anything is sent), dispatches the call
+/// and writes its token.
+fn start_grpc(caller: &mut Ctx<'_>, args: GrpcArgs, token_ptr: u32) -> Result<(), Status> {
+    let upstream = read_string(caller, args.upstream.0, args.upstream.1)?;
+    let service = read(caller, args.service.0, args.service.1)?;
+    let method = read(caller, args.method.0, args.method.1)?;
+    let metadata = read(caller, args.metadata.0, args.metadata.1)?;
+    let message = match args.message {
+        Some((ptr, size)) => Some(Bytes::from(read(caller, ptr, size)?)),
+        None => None,
+    };
+    write_u32(caller, token_ptr, 0)?;
+    let call = GrpcCall {
+        cluster: &upstream,
+        service,
+        method,
+        metadata: &metadata,
+        message,
+        timeout_ms: args.timeout_ms,
+    };
+    let token = dispatch_grpc(state(caller), call)?;
+    write_u32(caller, token_ptr, token)
 }
 
 /// Where a callout's answers go.

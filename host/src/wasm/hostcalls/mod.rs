@@ -59,4 +59,4 @@ pub fn add_to_linker(linker: &mut Linker<GuestState<HostData>>) -> wasmtime::Res
 }
 
 #[cfg(test)]
-mod tests;
+pub(in crate::wasm) mod tests;

@@ -4,13 +4,11 @@
 
 use std::{
     collections::HashMap,
-    sync::Arc,
     time::{Duration, UNIX_EPOCH},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
-use tokio::sync::mpsc;
 use weft_abi::{
     Status, decode_map, decode_property_bool, decode_property_i64, split_property_path,
 };
@@ -22,7 +20,7 @@ use crate::{
         proxy::{Downstream, TlsInfo},
     },
     tls::PeerIdentity,
-    wasm::context::ResponseHead,
+    wasm::{context::ResponseHead, hostcalls::tests::stream_data},
 };
 
 fn downstream(peer: Option<PeerIdentity>) -> Downstream {
@@ -49,27 +47,7 @@ fn plugin() -> PluginIdentity {
 
 /// A `GET /` stream on a TLS connection from `10.1.2.3:45678`, before any response.
 fn stream(peer: Option<PeerIdentity>) -> StreamData {
-    let (events, _) = mpsc::unbounded_channel();
-    StreamData {
-        downstream: Arc::new(downstream(peer)),
-        started: UNIX_EPOCH,
-        version: Version::HTTP_11,
-        method: Method::GET,
-        scheme: "https",
-        authority: HeaderValue::from_static("api.example"),
-        path: Bytes::from_static(b"/"),
-        request_headers: HeaderMap::new(),
-        request_trailers: None,
-        request_body: BytesMut::new(),
-        response: None,
-        response_trailers: None,
-        response_body: BytesMut::new(),
-        properties: HashMap::new(),
-        local_response: None,
-        resumed: [false; 2],
-        closed: false,
-        events,
-    }
+    stream_data(downstream(peer), "/", HeaderMap::new()).0
 }
 
 fn request_headers() -> HeaderMap {

@@ -171,20 +171,11 @@ async fn callouts_to_unknown_clusters_are_refused() {
     ]);
     guest.put(ARG, b"nowhere");
     guest.put(ARG2, &headers);
-    let http = [
-        ARG,
-        7,
-        ARG2,
-        headers.len() as u32,
-        0,
-        0,
-        0,
-        0,
-        1000,
-        RET_PTR,
-    ];
+    // Cluster `nowhere`, the headers, no body or trailers, 1 s; the token at `token_ptr`.
+    let size = headers.len() as u32;
+    let http = |token_ptr: u32| [ARG, 7, ARG2, size, 0, 0, 0, 0, 1000, token_ptr];
     assert_eq!(
-        guest.call("proxy_http_call", &http).await,
+        guest.call("proxy_http_call", &http(RET_PTR)).await,
         BAD_ARGUMENT,
         "Envoy: BAD_ARGUMENT for an unknown cluster"
     );
@@ -194,20 +185,8 @@ async fn callouts_to_unknown_clusters_are_refused() {
         Status::ParseFailure as u32,
         "Envoy: PARSE_FAILURE for an unknown gRPC cluster"
     );
-    let bad_token_ptr = [
-        ARG,
-        7,
-        ARG2,
-        headers.len() as u32,
-        0,
-        0,
-        0,
-        0,
-        1000,
-        OUT_OF_BOUNDS,
-    ];
     assert_eq!(
-        guest.call("proxy_http_call", &bad_token_ptr).await,
+        guest.call("proxy_http_call", &http(OUT_OF_BOUNDS)).await,
         INVALID_MEMORY_ACCESS
     );
     assert!(guest.data().grpc.is_empty());

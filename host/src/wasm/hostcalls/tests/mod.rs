@@ -66,29 +66,41 @@ fn linker(host: &WasmHost) -> Linker<GuestState<HostData>> {
 /// A `GET /items?page=2` stream to `api.example` with `x-a: 1`, `x-a: 2`, `x-b: b`, and the
 /// receiving end of its events.
 fn stream() -> (StreamData, mpsc::UnboundedReceiver<StreamEvent>) {
-    let (events, receiver) = mpsc::unbounded_channel();
     let client = "10.0.0.1:5000".parse().expect("addr");
     let mut request_headers = HeaderMap::new();
     request_headers.append("x-a", HeaderValue::from_static("1"));
     request_headers.append("x-a", HeaderValue::from_static("2"));
     request_headers.append("x-b", HeaderValue::from_static("b"));
-    let stream = StreamData {
-        downstream: Arc::new(Downstream {
-            listener: "test".into(),
-            peer: client,
-            client_address: client_address_value(client.ip()),
-            local: "127.0.0.1:8080".parse().expect("addr"),
-            tls: Some(TlsInfo {
-                version: "TLSv1.3",
-                peer: None,
-            }),
+    let downstream = Downstream {
+        listener: "test".into(),
+        peer: client,
+        client_address: client_address_value(client.ip()),
+        local: "127.0.0.1:8080".parse().expect("addr"),
+        tls: Some(TlsInfo {
+            version: "TLSv1.3",
+            peer: None,
         }),
+    };
+    stream_data(downstream, "/items?page=2", request_headers)
+}
+
+/// An HTTPS `GET` of `path` to `api.example` over HTTP/1.1 from `downstream`, with
+/// `request_headers`, before any response; and the receiving end of its events. The
+/// properties tests build their streams with it too.
+pub(in crate::wasm) fn stream_data(
+    downstream: Downstream,
+    path: &'static str,
+    request_headers: HeaderMap,
+) -> (StreamData, mpsc::UnboundedReceiver<StreamEvent>) {
+    let (events, receiver) = mpsc::unbounded_channel();
+    let stream = StreamData {
+        downstream: Arc::new(downstream),
         started: std::time::UNIX_EPOCH,
         version: Version::HTTP_11,
         method: Method::GET,
         scheme: "https",
         authority: HeaderValue::from_static("api.example"),
-        path: Bytes::from_static(b"/items?page=2"),
+        path: Bytes::from_static(path.as_bytes()),
         request_headers,
         request_trailers: None,
         request_body: BytesMut::new(),
