@@ -5,18 +5,15 @@
 //! UNAVAILABLE (14), and an unknown cluster is refused at dispatch (PARSE_FAILURE, as Envoy).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
+use http::Version;
 use weft_e2e::client::{self, Reply};
+use weft_e2e::filters::{module, send, start};
 use weft_e2e::grpc::EchoServer;
 use weft_e2e::resources::{Chain, Cluster, Filter, Listener, Plugin, join};
-use weft_e2e::upstream::{Upstream, header_values};
+use weft_e2e::upstream::{Upstream, dead_address, header_values};
 use weft_e2e::weft::Weft;
-use weft_e2e::within;
-use weft_test_artifacts::{TARGETS, path};
-
-/// Every network step of these tests is bounded by this.
-const STEP: Duration = Duration::from_secs(5);
+use weft_test_artifacts::TARGETS;
 
 /// The endpoints of the test's clusters.
 struct Endpoints {
@@ -31,7 +28,6 @@ struct Endpoints {
 /// listener `name` running requests through it to `web` (one proxy, and one compilation of
 /// the module, for all of them).
 fn config(at: &Endpoints, target: &str, filters: &[(&str, &str)]) -> String {
-    let module = path("grpc", target).expect("grpc is built for every target");
     let mut docs = vec![
         Cluster::new("web", &[at.web]).to_string(),
         Cluster::new("echo", &[at.echo])
@@ -42,7 +38,7 @@ fn config(at: &Endpoints, target: &str, filters: &[(&str, &str)]) -> String {
             .field("protocol", "HTTP2")
             .field("connectTimeout", "500ms")
             .to_string(),
-        Plugin::new("grpc", module).to_string(),
+        Plugin::new("grpc", module("grpc", target)).to_string(),
     ];
     for (name, filter) in filters {
         docs.push(Chain::new(name, [Filter::new("grpc").config(filter)]).to_string());
@@ -64,27 +60,15 @@ async fn servers() -> (Upstream, EchoServer, Endpoints) {
     (web, echo, at)
 }
 
-async fn start(yaml: &str, what: &str) -> Weft {
-    within(
-        STEP,
-        &format!("starting weft with {what}"),
-        Weft::start(yaml),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("weft starts with {what}: {e:#}"))
-}
-
 /// `GET /resource` through listener `listener`, with `x-message` when given.
-async fn get(weft: &Weft, listener: &str, message: Option<&'static str>, what: &str) -> Reply {
+async fn get(weft: &Weft, listener: &str, message: Option<&'static str>) -> Reply {
     let mut request = client::get("/resource");
     if let Some(message) = message {
         request
             .headers_mut()
             .insert("x-message", http::HeaderValue::from_static(message));
     }
-    within(STEP, what, client::h1(weft.addr(listener), request))
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e:#}"))
+    send(weft.addr(listener), Version::HTTP_11, request).await
 }
 
 /// The request headers the web upstream saw, from a reply it answered.
@@ -102,16 +86,6 @@ fn one(seen: &serde_json::Value, name: &str, ctx: &str) -> String {
     }
 }
 
-/// An address nothing listens on: bound, read, and closed again.
-async fn dead_address() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a throw-away listener");
-    let addr = listener.local_addr().expect("throw-away listener address");
-    drop(listener);
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unary_call_reply_reaches_the_upstream_request() {
     let (_web, echo, at) = servers().await;
@@ -122,7 +96,7 @@ async fn a_unary_call_reply_reaches_the_upstream_request() {
         for (message, expected) in [(None, "hello-reply"), (Some("ping"), "ping-reply")] {
             let ctx = format!("{target}, unary call with x-message {message:?}");
             let before = echo.calls().len();
-            let seen = upstream_saw(&get(&weft, "call", message, &ctx).await, &ctx);
+            let seen = upstream_saw(&get(&weft, "call", message).await, &ctx);
             assert_eq!(seen["path"], "/resource", "{ctx}");
             assert_eq!(one(&seen, "x-grpc-status", &ctx), "0", "{ctx}");
             assert_eq!(one(&seen, "x-grpc-reply", &ctx), expected, "{ctx}");
@@ -161,7 +135,7 @@ async fn a_failing_call_reports_the_servers_status_and_message() {
         let yaml = config(&at, target, &fail);
         let weft = start(&yaml, target).await;
         let ctx = format!("{target}, unary call to Fail");
-        let seen = upstream_saw(&get(&weft, "fail", None, &ctx).await, &ctx);
+        let seen = upstream_saw(&get(&weft, "fail", None).await, &ctx);
         assert_eq!(one(&seen, "x-grpc-status", &ctx), "7", "{ctx}");
         assert_eq!(
             one(&seen, "x-grpc-message", &ctx),
@@ -191,7 +165,7 @@ async fn a_stream_carries_every_reply_and_the_initial_metadata() {
         for round in 1..=2 {
             let ctx = format!("{target}, stream to Chat, request {round}");
             let before = echo.calls().len();
-            let seen = upstream_saw(&get(&weft, "stream", None, &ctx).await, &ctx);
+            let seen = upstream_saw(&get(&weft, "stream", None).await, &ctx);
             assert_eq!(one(&seen, "x-grpc-status", &ctx), "0", "{ctx}");
             assert_eq!(
                 one(&seen, "x-grpc-replies", &ctx),
@@ -233,7 +207,7 @@ async fn a_cluster_without_http2_or_a_listener_is_unavailable() {
         let weft = start(&config(&at, target, &filters), target).await;
         for (listener, _) in filters {
             let ctx = format!("{target}, {listener}");
-            let seen = upstream_saw(&get(&weft, listener, None, &ctx).await, &ctx);
+            let seen = upstream_saw(&get(&weft, listener, None).await, &ctx);
             assert_eq!(
                 one(&seen, "x-grpc-status", &ctx),
                 "14",
@@ -266,7 +240,7 @@ async fn an_unknown_cluster_is_refused_at_dispatch() {
         let weft = start(&config(&at, target, &filters), target).await;
         for (listener, _) in filters {
             let ctx = format!("{target}, {listener} to cluster nowhere");
-            let reply = get(&weft, listener, None, &ctx).await;
+            let reply = get(&weft, listener, None).await;
             assert_eq!(reply.status, 503, "{ctx}: {}", reply.text());
             assert_eq!(
                 reply.header("x-grpc-error"),
