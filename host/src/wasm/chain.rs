@@ -71,8 +71,8 @@ struct Slot {
     /// `None` once the filter dropped out (failed open, or never started).
     instance: Option<Arc<Instance>>,
     context: u32,
-    request_buffer: BytesMut,
-    response_buffer: BytesMut,
+    /// Body the filter holds paused, per side.
+    buffers: [BytesMut; 2],
 }
 
 /// A request's run through a chain.
@@ -151,8 +151,7 @@ impl FilterStream {
                 filter: filter.clone(),
                 instance: None,
                 context: 0,
-                request_buffer: BytesMut::new(),
-                response_buffer: BytesMut::new(),
+                buffers: [BytesMut::new(), BytesMut::new()],
             });
             if let Err(flow) = this.create_context(index).await {
                 this.finish().await;
@@ -183,7 +182,15 @@ impl FilterStream {
             };
             let context = instance.new_context();
             let result = instance
-                .stream_call(&mut self.stream, context, slot, StreamCall::Create)
+                .stream_call(
+                    &mut self.stream,
+                    context,
+                    slot,
+                    // After a few moves, wait for the instance rather than fail the request.
+                    StreamCall::Create {
+                        may_move: attempts < 3,
+                    },
+                )
                 .await;
             match result {
                 Ok(_) => {
@@ -191,7 +198,7 @@ impl FilterStream {
                     self.slots[slot].context = context;
                     return Ok(());
                 }
-                Err(failure) if failure.stale && attempts < 3 => continue,
+                Err(failure) if failure.stale && attempts < 4 => continue,
                 Err(failure) => {
                     tracing::warn!(filter = %filter.config.name, plugin = %filter.plugin.name, %failure, "filter failed");
                     return match filter.fail_strategy() {
@@ -258,10 +265,7 @@ impl FilterStream {
                     return Flow::Respond(
                         ProxyError::FilterStalled {
                             filter: self.slots[slot].filter.config.name.to_string(),
-                            side: match side {
-                                Side::Request => "request",
-                                Side::Response => "response",
-                            },
+                            side: side.as_str(),
                             after: self.pause_limit,
                         }
                         .into_response(),
@@ -346,24 +350,42 @@ impl FilterStream {
         Ok(action)
     }
 
-    /// The request-headers phase, top-down.
-    pub async fn request_headers(&mut self, end_of_stream: bool) -> Flow {
-        for slot in 0..self.slots.len() {
-            let headers = self
-                .stream
-                .as_ref()
-                .map_or(0, |s| s.request_headers.len() as u32 + 4);
-            let call = StreamCall::RequestHeaders {
+    /// The slots in the order `side`'s phases visit them: chain order for the request,
+    /// reverse for the response.
+    fn order(&self, side: Side) -> impl Iterator<Item = usize> + use<> {
+        let n = self.slots.len();
+        (0..n).map(move |i| match side {
+            Side::Request => i,
+            Side::Response => n - 1 - i,
+        })
+    }
+
+    /// A headers phase over every filter in `side`'s order.
+    async fn headers(&mut self, side: Side, end_of_stream: bool) -> Flow {
+        for slot in self.order(side) {
+            let headers = self.stream.as_ref().map_or(0, |s| match side {
+                // The pseudo-headers count: `:authority`, `:path`, `:method`, `:scheme`.
+                Side::Request => s.request_headers.len() as u32 + 4,
+                Side::Response => s
+                    .response
+                    .as_ref()
+                    .map_or(0, |r| r.headers.len() as u32 + 1),
+            });
+            let call = StreamCall::Headers {
+                side,
                 headers,
                 end_of_stream,
             };
-            if let Err(flow) = self.phase(slot, call, Side::Request, true).await {
+            if let Err(flow) = self.phase(slot, call, side, true).await {
                 return flow;
             }
         }
-        self.deliver_ready(Side::Request)
-            .await
-            .unwrap_or(Flow::Continue)
+        self.deliver_ready(side).await.unwrap_or(Flow::Continue)
+    }
+
+    /// The request-headers phase, top-down.
+    pub async fn request_headers(&mut self, end_of_stream: bool) -> Flow {
+        self.headers(Side::Request, end_of_stream).await
     }
 
     /// The request head after the request-headers phase: method, path, authority and headers
@@ -388,89 +410,6 @@ impl FilterStream {
         Ok((stream.authority.clone(), cluster))
     }
 
-    /// One request body chunk through the chain; what comes out goes upstream.
-    async fn request_data(
-        &mut self,
-        data: Bytes,
-        end_of_stream: bool,
-    ) -> Result<Option<Bytes>, ()> {
-        let mut data = data;
-        for slot in 0..self.slots.len() {
-            if self.slots[slot].instance.is_none() {
-                continue;
-            }
-            let mut buffered = std::mem::take(&mut self.slots[slot].request_buffer);
-            buffered.extend_from_slice(&data);
-            let size = buffered.len() as u32;
-            if let Some(stream) = self.stream() {
-                stream.request_body = buffered;
-            }
-            let call = StreamCall::RequestBody {
-                size,
-                end_of_stream,
-            };
-            match self.phase(slot, call, Side::Request, end_of_stream).await {
-                Err(flow) => {
-                    self.outcome = Some(flow_response(flow));
-                    return Err(());
-                }
-                Ok(PAUSE) => {
-                    let held = self
-                        .stream()
-                        .map(|s| std::mem::take(&mut s.request_body))
-                        .unwrap_or_default();
-                    if held.len() > self.buffer_limit {
-                        self.outcome = Some(
-                            ProxyError::BodyTooLarge {
-                                filter: self.slots[slot].filter.config.name.to_string(),
-                                limit: self.buffer_limit,
-                            }
-                            .into_response(),
-                        );
-                        return Err(());
-                    }
-                    self.slots[slot].request_buffer = held;
-                    return Ok(None);
-                }
-                Ok(_) => {
-                    data = self
-                        .stream()
-                        .map(|s| std::mem::take(&mut s.request_body).freeze())
-                        .unwrap_or_default();
-                }
-            }
-        }
-        Ok(Some(data))
-    }
-
-    /// Request trailers through the chain (buffered body chunks are flushed first).
-    async fn request_trailers(
-        &mut self,
-        trailers: HeaderMap,
-    ) -> Result<(Option<Bytes>, HeaderMap), ()> {
-        let flushed = self.request_data(Bytes::new(), true).await?;
-        if let Some(stream) = self.stream() {
-            stream.request_trailers = Some(trailers);
-        }
-        for slot in 0..self.slots.len() {
-            let count = self
-                .stream
-                .as_ref()
-                .and_then(|s| s.request_trailers.as_ref())
-                .map_or(0, |t| t.len() as u32);
-            let call = StreamCall::RequestTrailers { trailers: count };
-            if let Err(flow) = self.phase(slot, call, Side::Request, true).await {
-                self.outcome = Some(flow_response(flow));
-                return Err(());
-            }
-        }
-        let trailers = self
-            .stream()
-            .and_then(|s| s.request_trailers.clone())
-            .unwrap_or_default();
-        Ok((flushed, trailers))
-    }
-
     /// The response-headers phase, bottom-up. `Continue` leaves the (possibly rewritten) head
     /// in `response`.
     pub async fn response_headers(
@@ -484,107 +423,92 @@ impl FilterStream {
                 headers: std::mem::take(&mut response.headers),
             });
         }
-        for slot in (0..self.slots.len()).rev() {
-            let headers = self
-                .stream
-                .as_ref()
-                .and_then(|s| s.response.as_ref())
-                .map_or(0, |r| r.headers.len() as u32 + 1);
-            let call = StreamCall::ResponseHeaders {
-                headers,
-                end_of_stream,
-            };
-            if let Err(flow) = self.phase(slot, call, Side::Response, true).await {
-                return flow;
-            }
-        }
+        let flow = self.headers(Side::Response, end_of_stream).await;
         if let Some(head) = self.stream().and_then(|s| s.response.clone()) {
             response.status = head.status;
             response.headers = head.headers;
         }
-        self.deliver_ready(Side::Response)
-            .await
-            .unwrap_or(Flow::Continue)
+        flow
     }
 
-    /// One response body chunk through the chain, bottom-up.
-    async fn response_data(
+    /// One body chunk of `side` through the chain; what comes out travels on. A filter that
+    /// pauses keeps the chunk (with what it held before) and nothing travels; past the buffer
+    /// limit, or when a filter answers or fails, the answer is the `Err`.
+    async fn body(
         &mut self,
-        data: Bytes,
+        side: Side,
+        mut data: Bytes,
         end_of_stream: bool,
-    ) -> Result<Option<Bytes>, BoxError> {
-        let mut data = data;
-        for slot in (0..self.slots.len()).rev() {
+    ) -> Result<Option<Bytes>, Response<ProxyBody>> {
+        for slot in self.order(side) {
             if self.slots[slot].instance.is_none() {
                 continue;
             }
-            let mut buffered = std::mem::take(&mut self.slots[slot].response_buffer);
+            let mut buffered = std::mem::take(&mut self.slots[slot].buffers[side as usize]);
             buffered.extend_from_slice(&data);
             let size = buffered.len() as u32;
             if let Some(stream) = self.stream() {
-                stream.response_body = buffered;
+                *stream.body_mut(side) = buffered;
             }
-            let call = StreamCall::ResponseBody {
+            let call = StreamCall::Body {
+                side,
                 size,
                 end_of_stream,
             };
-            match self.phase(slot, call, Side::Response, end_of_stream).await {
-                Err(_) => {
-                    return Err(format!(
-                        "filter {} ended the response mid-body",
-                        self.slots[slot].filter.config.name
-                    )
-                    .into());
-                }
-                Ok(PAUSE) => {
-                    let held = self
-                        .stream()
-                        .map(|s| std::mem::take(&mut s.response_body))
-                        .unwrap_or_default();
-                    if held.len() > self.buffer_limit {
-                        let error = ProxyError::ResponseBodyTooLarge {
-                            filter: self.slots[slot].filter.config.name.to_string(),
-                            limit: self.buffer_limit,
-                        };
-                        return Err(error.to_string().into());
-                    }
-                    self.slots[slot].response_buffer = held;
-                    return Ok(None);
-                }
-                Ok(_) => {
-                    data = self
-                        .stream()
-                        .map(|s| std::mem::take(&mut s.response_body).freeze())
-                        .unwrap_or_default();
-                }
+            let action = self
+                .phase(slot, call, side, end_of_stream)
+                .await
+                .map_err(Flow::into_response)?;
+            let held = self
+                .stream()
+                .map(|s| std::mem::take(s.body_mut(side)))
+                .unwrap_or_default();
+            if action != PAUSE {
+                data = held.freeze();
+                continue;
             }
+            if held.len() > self.buffer_limit {
+                let filter = self.slots[slot].filter.config.name.to_string();
+                let limit = self.buffer_limit;
+                return Err(match side {
+                    Side::Request => ProxyError::BodyTooLarge { filter, limit },
+                    Side::Response => ProxyError::ResponseBodyTooLarge { filter, limit },
+                }
+                .into_response());
+            }
+            self.slots[slot].buffers[side as usize] = held;
+            return Ok(None);
         }
         Ok(Some(data))
     }
 
-    /// Response trailers through the chain, bottom-up (buffered chunks flushed first).
-    async fn response_trailers(
+    /// `side`'s trailers through the chain, after the chunks filters still hold are flushed
+    /// (as the body's end). Returns the flushed data and the trailers as the filters left them.
+    async fn trailers(
         &mut self,
+        side: Side,
         trailers: HeaderMap,
-    ) -> Result<(Option<Bytes>, HeaderMap), BoxError> {
-        let flushed = self.response_data(Bytes::new(), true).await?;
+    ) -> Result<(Option<Bytes>, HeaderMap), Response<ProxyBody>> {
+        let flushed = self.body(side, Bytes::new(), true).await?;
         if let Some(stream) = self.stream() {
-            stream.response_trailers = Some(trailers);
+            *stream.trailers_mut(side) = Some(trailers);
         }
-        for slot in (0..self.slots.len()).rev() {
+        for slot in self.order(side) {
             let count = self
-                .stream
-                .as_ref()
-                .and_then(|s| s.response_trailers.as_ref())
-                .map_or(0, |t| t.len() as u32);
-            let call = StreamCall::ResponseTrailers { trailers: count };
-            if self.phase(slot, call, Side::Response, true).await.is_err() {
-                return Err("a filter ended the response at its trailers".into());
-            }
+                .stream()
+                .and_then(|s| s.trailers_mut(side).as_ref().map(|t| t.len() as u32))
+                .unwrap_or(0);
+            let call = StreamCall::Trailers {
+                side,
+                trailers: count,
+            };
+            self.phase(slot, call, side, true)
+                .await
+                .map_err(Flow::into_response)?;
         }
         let trailers = self
             .stream()
-            .and_then(|s| s.response_trailers.clone())
+            .and_then(|s| s.trailers_mut(side).clone())
             .unwrap_or_default();
         Ok((flushed, trailers))
     }
@@ -763,45 +687,39 @@ fn run_step(stream: Arc<Mutex<FilterStream>>, side: Side, input: Input) -> Step 
         let mut stream = stream.lock_owned().await;
         let mut frames = Vec::new();
         let end = !matches!(input, Input::Data(_, false));
-        let result = match (side, input) {
-            (Side::Request, Input::Data(data, eos)) => stream
-                .request_data(data, eos)
+        let result = match input {
+            Input::Data(data, eos) => stream.body(side, data, eos).await.map(|data| (data, None)),
+            Input::End => stream
+                .body(side, Bytes::new(), true)
                 .await
-                .map(|out| frames.extend(out.filter(|d| !d.is_empty()).map(Frame::data)))
-                .map_err(|()| BoxError::from("request body refused by a filter")),
-            (Side::Request, Input::End) => stream
-                .request_data(Bytes::new(), true)
+                .map(|data| (data, None)),
+            Input::Trailers(trailers) => stream
+                .trailers(side, trailers)
                 .await
-                .map(|out| frames.extend(out.filter(|d| !d.is_empty()).map(Frame::data)))
-                .map_err(|()| BoxError::from("request body refused by a filter")),
-            (Side::Request, Input::Trailers(trailers)) => stream
-                .request_trailers(trailers)
-                .await
-                .map(|(data, trailers)| {
-                    frames.extend(data.filter(|d| !d.is_empty()).map(Frame::data));
-                    frames.push(Frame::trailers(trailers));
-                })
-                .map_err(|()| BoxError::from("request trailers refused by a filter")),
-            (Side::Response, Input::Data(data, eos)) => stream
-                .response_data(data, eos)
-                .await
-                .map(|out| frames.extend(out.filter(|d| !d.is_empty()).map(Frame::data))),
-            (Side::Response, Input::End) => stream
-                .response_data(Bytes::new(), true)
-                .await
-                .map(|out| frames.extend(out.filter(|d| !d.is_empty()).map(Frame::data))),
-            (Side::Response, Input::Trailers(trailers)) => stream
-                .response_trailers(trailers)
-                .await
-                .map(|(data, trailers)| {
-                    frames.extend(data.filter(|d| !d.is_empty()).map(Frame::data));
-                    frames.push(Frame::trailers(trailers));
-                }),
+                .map(|(data, trailers)| (data, Some(trailers))),
+        };
+        let result = match result {
+            Ok((data, trailers)) => {
+                frames.extend(data.filter(|d| !d.is_empty()).map(Frame::data));
+                frames.extend(trailers.map(Frame::trailers));
+                Ok(frames)
+            }
+            Err(response) => {
+                let status = response.status();
+                if side == Side::Request {
+                    // The handler answers with it once the upstream exchange stops.
+                    stream.outcome = Some(response);
+                }
+                Err(BoxError::from(format!(
+                    "a filter stopped the {} body ({status})",
+                    side.as_str()
+                )))
+            }
         };
         if side == Side::Response && (end || result.is_err()) {
             stream.finish().await;
         }
-        result.map(|()| frames)
+        result
     })
 }
 

@@ -33,6 +33,16 @@ pub enum Side {
     Response,
 }
 
+impl Side {
+    /// `request` or `response`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Response => "response",
+        }
+    }
+}
+
 /// Something that happened to a stream outside a call on it.
 #[derive(Debug)]
 pub enum StreamEvent {
@@ -172,6 +182,22 @@ impl StreamData {
     /// Clears the per-call signals before a call.
     pub fn clear_signals(&mut self) {
         self.resumed = [false; 2];
+    }
+
+    /// The body buffer of `side` the current call sees.
+    pub fn body_mut(&mut self, side: Side) -> &mut BytesMut {
+        match side {
+            Side::Request => &mut self.request_body,
+            Side::Response => &mut self.response_body,
+        }
+    }
+
+    /// The trailers of `side`, once they arrived.
+    pub fn trailers_mut(&mut self, side: Side) -> &mut Option<HeaderMap> {
+        match side {
+            Side::Request => &mut self.request_trailers,
+            Side::Response => &mut self.response_trailers,
+        }
     }
 
     /// Whether `proxy_continue_stream(side)` was called during the last call.

@@ -21,7 +21,7 @@ use wasmtime::{InstancePre, Store, TypedFunc, WasmParams, WasmResults};
 use weft_abi::GuestExport;
 
 use super::{
-    context::{Delivery, Exports, GrpcEvent, HostData, RootEvent, StreamData, StreamHandle},
+    context::{Delivery, Exports, GrpcEvent, HostData, RootEvent, Side, StreamData, StreamHandle},
     host::{FailureReason, WasmHost},
     properties::PluginIdentity,
     runtime::{GuestLimits, GuestState, WasmError},
@@ -63,42 +63,32 @@ pub struct InstanceSpec {
 #[derive(Debug)]
 pub enum StreamCall {
     /// `proxy_on_context_create(context, root)`.
-    Create,
-    /// `proxy_on_request_headers`.
-    RequestHeaders {
+    Create {
+        /// The stream may give up this instance while a long call holds it (and try another).
+        may_move: bool,
+    },
+    /// `proxy_on_request_headers` / `proxy_on_response_headers`.
+    Headers {
+        /// Which side's headers.
+        side: Side,
         /// Number of headers.
         headers: u32,
         /// No body follows.
         end_of_stream: bool,
     },
-    /// `proxy_on_request_body`.
-    RequestBody {
+    /// `proxy_on_request_body` / `proxy_on_response_body`.
+    Body {
+        /// Which side's body.
+        side: Side,
         /// Bytes in the body buffer.
         size: u32,
         /// Last chunk.
         end_of_stream: bool,
     },
-    /// `proxy_on_request_trailers`.
-    RequestTrailers {
-        /// Number of trailers.
-        trailers: u32,
-    },
-    /// `proxy_on_response_headers`.
-    ResponseHeaders {
-        /// Number of headers.
-        headers: u32,
-        /// No body follows.
-        end_of_stream: bool,
-    },
-    /// `proxy_on_response_body`.
-    ResponseBody {
-        /// Bytes in the body buffer.
-        size: u32,
-        /// Last chunk.
-        end_of_stream: bool,
-    },
-    /// `proxy_on_response_trailers`.
-    ResponseTrailers {
+    /// `proxy_on_request_trailers` / `proxy_on_response_trailers`.
+    Trailers {
+        /// Which side's trailers.
+        side: Side,
         /// Number of trailers.
         trailers: u32,
     },
@@ -269,11 +259,11 @@ impl Instance {
         self.broken.load(Ordering::Relaxed)
     }
 
-    /// Whether a call has been running on this instance for more than a tick or two (a guest
+    /// Whether a call has been running on this instance for more than a few ticks (a guest
     /// looping towards its deadline): new streams should not queue behind it.
     pub fn is_stuck(&self) -> bool {
         let since = self.busy_since.load(Ordering::Relaxed);
-        since != 0 && self.host.runtime.now_tick().saturating_sub(since) >= 2
+        since != 0 && self.host.runtime.now_tick().saturating_sub(since) >= 4
     }
 
     /// Stream contexts alive on this instance.
@@ -403,7 +393,7 @@ impl Instance {
         slot: usize,
         call: StreamCall,
     ) -> Result<u32, Failure> {
-        let mut store = if matches!(call, StreamCall::Create) {
+        let mut store = if matches!(call, StreamCall::Create { may_move: true }) {
             // A stream that has not started here yet does not queue behind a guest stuck in a
             // long call: it gives up the instance (`stale`) and its filter picks another.
             let tick = self.host.runtime.settings().tick;
@@ -456,7 +446,7 @@ impl Instance {
         let flag = |b: bool| u32::from(b);
         let root = self.root_id;
         match call {
-            StreamCall::Create => {
+            StreamCall::Create { .. } => {
                 let events = store.data().data.stream.as_ref().map(|s| s.events.clone());
                 if let Some(events) = events {
                     store
@@ -473,71 +463,36 @@ impl Instance {
                     None => Ok(0),
                 }
             }
-            StreamCall::RequestHeaders {
+            StreamCall::Headers {
+                side,
                 headers,
                 end_of_stream,
             } => {
-                self.action(
-                    store,
-                    e.on_request_headers.as_ref(),
-                    (context, headers, flag(end_of_stream)),
-                    context,
-                )
-                .await
+                let func = match side {
+                    Side::Request => e.on_request_headers.as_ref(),
+                    Side::Response => e.on_response_headers.as_ref(),
+                };
+                let params = (context, headers, flag(end_of_stream));
+                self.action(store, func, params, context).await
             }
-            StreamCall::RequestBody {
+            StreamCall::Body {
+                side,
                 size,
                 end_of_stream,
             } => {
-                self.action(
-                    store,
-                    e.on_request_body.as_ref(),
-                    (context, size, flag(end_of_stream)),
-                    context,
-                )
-                .await
+                let func = match side {
+                    Side::Request => e.on_request_body.as_ref(),
+                    Side::Response => e.on_response_body.as_ref(),
+                };
+                let params = (context, size, flag(end_of_stream));
+                self.action(store, func, params, context).await
             }
-            StreamCall::RequestTrailers { trailers } => {
-                self.action(
-                    store,
-                    e.on_request_trailers.as_ref(),
-                    (context, trailers),
-                    context,
-                )
-                .await
-            }
-            StreamCall::ResponseHeaders {
-                headers,
-                end_of_stream,
-            } => {
-                self.action(
-                    store,
-                    e.on_response_headers.as_ref(),
-                    (context, headers, flag(end_of_stream)),
-                    context,
-                )
-                .await
-            }
-            StreamCall::ResponseBody {
-                size,
-                end_of_stream,
-            } => {
-                self.action(
-                    store,
-                    e.on_response_body.as_ref(),
-                    (context, size, flag(end_of_stream)),
-                    context,
-                )
-                .await
-            }
-            StreamCall::ResponseTrailers { trailers } => {
-                self.action(
-                    store,
-                    e.on_response_trailers.as_ref(),
-                    (context, trailers),
-                    context,
-                )
-                .await
+            StreamCall::Trailers { side, trailers } => {
+                let func = match side {
+                    Side::Request => e.on_request_trailers.as_ref(),
+                    Side::Response => e.on_response_trailers.as_ref(),
+                };
+                self.action(store, func, (context, trailers), context).await
             }
             StreamCall::Done => {
                 self.action(store, e.on_done.as_ref(), context, context)

@@ -30,7 +30,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, Weak},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sha2::{Digest, Sha256};
@@ -128,8 +128,8 @@ impl CompiledModule {
 pub struct GuestState<T> {
     limits: GuestLimits,
     limiter: Limiter,
-    /// The engine tick the running call started at (0: no call), read only at ticks.
-    call_started: u64,
+    /// When the running call started.
+    call_started: Option<Instant>,
     /// The embedder's per-instance data (the proxy-wasm context state, later).
     pub data: T,
 }
@@ -148,7 +148,7 @@ impl<T> GuestState<T> {
                 inner: store_limits,
                 memory_denied: false,
             },
-            call_started: 0,
+            call_started: None,
             data,
         }
     }
@@ -212,7 +212,7 @@ pub struct WasmRuntime {
     engine: Engine,
     modules: Mutex<HashMap<[u8; 32], Module>>,
     /// Epoch ticks so far: a coarse clock that costs one load to read.
-    ticks: Arc<std::sync::atomic::AtomicU64>,
+    ticks: std::sync::atomic::AtomicU64,
     settings: EngineSettings,
 }
 
@@ -236,7 +236,7 @@ impl WasmRuntime {
         let runtime = Arc::new(Self {
             engine,
             modules: Mutex::new(HashMap::new()),
-            ticks: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            ticks: std::sync::atomic::AtomicU64::new(1),
             settings,
         });
         spawn_ticker(Arc::downgrade(&runtime));
@@ -276,21 +276,10 @@ impl WasmRuntime {
     pub fn store<T: Send + 'static>(&self, state: GuestState<T>) -> Store<GuestState<T>> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        // Time is counted in epoch ticks, so starting a call costs no clock read: a call is past
-        // its deadline once the whole ticks since it started cover it (it may run up to one
-        // tick longer).
-        let ticks = self.ticks.clone();
-        let tick = self.settings.tick.max(Duration::from_micros(1));
-        store.epoch_deadline_callback(move |context: StoreContextMut<'_, GuestState<T>>| {
+        store.epoch_deadline_callback(|context: StoreContextMut<'_, GuestState<T>>| {
             let state = context.data();
-            let now = ticks.load(std::sync::atomic::Ordering::Relaxed);
-            let elapsed = tick.saturating_mul(
-                // Whole ticks only: the first may have begun just before the call did.
-                u32::try_from(now.saturating_sub(state.call_started).saturating_sub(1))
-                    .unwrap_or(u32::MAX),
-            );
             match state.call_started {
-                started if started != 0 && elapsed >= state.limits.deadline => Err(
+                Some(started) if started.elapsed() >= state.limits.deadline => Err(
                     wasmtime::Error::new(DeadlineExceeded(state.limits.deadline)),
                 ),
                 // Still within its deadline: let other tasks run, then continue. `yield_now`
@@ -318,11 +307,11 @@ impl WasmRuntime {
         P: WasmParams + Sync,
         R: WasmResults + Sync,
     {
-        store.data_mut().call_started = self.now_tick();
+        store.data_mut().call_started = Some(Instant::now());
         store.data_mut().limiter.memory_denied = false;
         store.set_epoch_deadline(1);
         let result = func.call_async(&mut *store, params).await;
-        store.data_mut().call_started = 0;
+        store.data_mut().call_started = None;
         result.map_err(WasmError::from)
     }
 
