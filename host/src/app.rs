@@ -38,6 +38,8 @@ pub struct AppOptions {
     pub drain_timeout: Duration,
     /// How often the config and certificate files are checked for changes.
     pub watch_interval: Duration,
+    /// Most plugin instances alive at once (the Wasm pooling allocator's slots).
+    pub wasm_instances: u32,
 }
 
 impl AppOptions {
@@ -48,6 +50,7 @@ impl AppOptions {
             admin: None,
             drain_timeout: Duration::from_secs(5),
             watch_interval: Duration::from_secs(1),
+            wasm_instances: EngineSettings::default().max_instances,
         }
     }
 }
@@ -104,8 +107,12 @@ impl App {
     pub async fn start(options: AppOptions) -> anyhow::Result<App> {
         let metrics = Metrics::new();
         let (config, map) = config::load_file(&options.config_path).map_err(anyhow::Error::new)?;
-        let wasm = WasmHost::new(EngineSettings::default(), metrics.registry())
-            .context("cannot start the Wasm engine")?;
+        let engine = EngineSettings {
+            max_instances: options.wasm_instances,
+            ..EngineSettings::default()
+        };
+        let wasm =
+            WasmHost::new(engine, metrics.registry()).context("cannot start the Wasm engine")?;
         let first = runtime::prepare(config, &map, None, &metrics, &wasm)
             .await
             .map_err(anyhow::Error::new)?;

@@ -41,6 +41,10 @@ struct ProxyArgs {
     /// How often the config and certificate files are checked for changes.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     watch_interval: Duration,
+    /// Most plugin instances alive at once; each reserves address space for its largest
+    /// memory (256 MiB), so lower it where address space is scarce (valgrind).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    wasm_instances: u32,
 }
 
 #[derive(clap::Args)]
@@ -101,6 +105,7 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
         admin: Some(args.admin),
         drain_timeout: args.drain_timeout,
         watch_interval: args.watch_interval,
+        wasm_instances: args.wasm_instances,
     };
     run(options).await
 }
