@@ -18,21 +18,13 @@ use weft_test_artifacts::TARGETS;
 /// `headers` as filter `name` (plus an unused `broken` plugin resource).
 fn good(up: SocketAddr, target: &str, name: &str) -> String {
     let headers = Plugin::new("headers", module("headers", target));
-    with_headers(up, target, headers, [Filter::new("headers").named(name)])
+    with_headers(up, target, headers, name)
 }
 
-/// Plugins `headers` as given and `broken` built for `target`; chain `edge` of `filters`.
-fn with_headers(
-    up: SocketAddr,
-    target: &str,
-    headers: Plugin,
-    filters: impl IntoIterator<Item = Filter>,
-) -> String {
-    edge(
-        up,
-        &[headers, Plugin::new("broken", module("broken", target))],
-        filters,
-    )
+/// Plugin `headers` as given, run as filter `name` (plus an unused `broken` plugin resource).
+fn with_headers(up: SocketAddr, target: &str, headers: Plugin, name: &str) -> String {
+    let broken = Plugin::new("broken", module("broken", target));
+    edge(up, &[headers, broken], [Filter::new("headers").named(name)])
 }
 
 /// The filter name requests through `public` run with; panics unless the request succeeds.
@@ -118,12 +110,15 @@ async fn a_filter_refusing_its_config_rejects_the_update() {
         ];
         // The rest of each update renames the headers filter: none of it may take effect.
         let picky = |config: &str| {
-            let headers = Plugin::new("headers", module("headers", target));
+            let plugins = [
+                Plugin::new("headers", module("headers", target)),
+                Plugin::new("broken", module("broken", target)),
+            ];
             let filters = [
                 Filter::new("headers").named("b"),
                 Filter::new("broken").named("picky").config(config),
             ];
-            with_headers(up.addr, target, headers, filters)
+            edge(up.addr, &plugins, filters)
         };
         for (n, (what, config)) in cases.into_iter().enumerate() {
             let what = format!("{target}: {what}");
@@ -174,14 +169,7 @@ async fn an_unusable_module_rejects_the_update() {
     let wrong = "0".repeat(64);
 
     // Each bad config also renames the filter to `b`, so a partial update would show.
-    let with = |headers: Plugin| {
-        with_headers(
-            up.addr,
-            target,
-            headers,
-            [Filter::new("headers").named("b")],
-        )
-    };
+    let with = |headers: Plugin| with_headers(up.addr, target, headers, "b");
     let cases = [
         (
             "a module file that does not exist",
@@ -218,14 +206,7 @@ async fn bad_plugin_fields_are_rejected_naming_file_line_and_field() {
     let up = Upstream::http1("web").await.expect("upstream");
     let weft = start(&good(up.addr, target, "a"), "the good config").await;
     let headers = module("headers", target);
-    let with = |headers: Plugin| {
-        with_headers(
-            up.addr,
-            target,
-            headers,
-            [Filter::new("headers").named("b")],
-        )
-    };
+    let with = |headers: Plugin| with_headers(up.addr, target, headers, "b");
     let cases = [
         (
             "a filter naming an unknown plugin",
