@@ -127,7 +127,8 @@ async fn proxy(
     );
     headers::ensure_request_id(&mut parts.headers);
 
-    if let Some(chain) = &listener.chain {
+    // An empty chain has nothing to run: the plain path, without the per-stream state.
+    if let Some(chain) = listener.chain.as_ref().filter(|c| !c.filters.is_empty()) {
         return Ok(filtered(runtime, listener, chain, downstream, parts, host, body).await);
     }
 

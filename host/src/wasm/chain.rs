@@ -546,12 +546,8 @@ impl FilterStream {
             if self.slots[slot].instance.is_none() {
                 continue;
             }
-            for call in [StreamCall::Done, StreamCall::Log, StreamCall::Delete] {
-                // A failure here has no request left to fail; the instance is replaced.
-                if self.call(slot, call).await.is_err() {
-                    break;
-                }
-            }
+            // A failure here has no request left to fail; the instance is replaced.
+            let _ = self.call(slot, StreamCall::Finish).await;
         }
     }
 }

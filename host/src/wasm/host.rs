@@ -68,6 +68,10 @@ pub struct WasmHost {
     pub memory: IntGaugeVec,
     /// The clusters of the serving configuration, for callouts.
     pub clusters: ArcSwap<BTreeMap<Arc<str>, Arc<Cluster>>>,
+    /// A three-line module that calls a guest's `proxy_on_done`, `proxy_on_log` and
+    /// `proxy_on_delete` in one call: instantiated next to each guest that exports all three, it
+    /// ends a stream context with one trip into Wasm instead of three.
+    pub finish_trampoline: wasmtime::Module,
     /// The host functions, linked once for every module.
     pub linker: wasmtime::Linker<super::runtime::GuestState<super::context::HostData>>,
     /// The most verbose level plugins log at (`proxy_get_log_level`), from `RUST_LOG`.
@@ -126,7 +130,10 @@ impl WasmHost {
         let mut linker = wasmtime::Linker::new(runtime.engine());
         super::hostcalls::add_to_linker(&mut linker)
             .map_err(|e| WasmError::Engine(format!("cannot define the host functions: {e:#}")))?;
+        let finish_trampoline = wasmtime::Module::new(runtime.engine(), FINISH_TRAMPOLINE)
+            .map_err(|e| WasmError::Engine(format!("cannot build the finish trampoline: {e:#}")))?;
         Ok(Arc::new(Self {
+            finish_trampoline,
             linker,
             runtime,
             shared_data: SharedData::new(),
@@ -150,6 +157,19 @@ impl WasmHost {
             .inc();
     }
 }
+
+/// `finish(context)`: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`, in that order (the
+/// done flag is ignored: weft never defers a delete).
+const FINISH_TRAMPOLINE: &str = r#"
+(module
+  (import "guest" "proxy_on_done" (func $done (param i32) (result i32)))
+  (import "guest" "proxy_on_log" (func $log (param i32)))
+  (import "guest" "proxy_on_delete" (func $delete (param i32)))
+  (func (export "finish") (param $context i32)
+    (drop (call $done (local.get $context)))
+    (call $log (local.get $context))
+    (call $delete (local.get $context))))
+"#;
 
 /// The most verbose level `tracing` will record for plugin logs.
 fn current_log_level() -> LogLevel {

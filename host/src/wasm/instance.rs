@@ -98,6 +98,8 @@ pub enum StreamCall {
     Log,
     /// `proxy_on_delete`.
     Delete,
+    /// `proxy_on_done`, `proxy_on_log` and `proxy_on_delete`: the end of a stream context.
+    Finish,
     /// `proxy_on_http_call_response` on the root context, with the stream lent.
     HttpCallResponse {
         /// The callout's token.
@@ -132,6 +134,8 @@ pub struct Instance {
     busy_since: AtomicU64,
     /// `weft_plugin_calls_total` for this plugin, resolved once.
     calls: prometheus::IntCounter,
+    /// The finish trampoline's export, when the guest exports done, log and delete.
+    finish: Option<TypedFunc<u32, ()>>,
 }
 
 /// Export lookup helper: an optional typed export.
@@ -177,6 +181,27 @@ impl Instance {
             .map_err(|e| start_failure(format!("cannot instantiate: {e:#}")))?;
         let exports = resolve_exports(&instance, &mut store).map_err(start_failure)?;
         store.data_mut().data.exports = Some(exports.clone());
+        let finish = match (&exports.on_done, &exports.on_log, &exports.on_delete) {
+            (Some(done), Some(log), Some(delete)) => {
+                let imports = [
+                    (*done.func()).into(),
+                    (*log.func()).into(),
+                    (*delete.func()).into(),
+                ];
+                let trampoline =
+                    wasmtime::Instance::new_async(&mut store, &host.finish_trampoline, &imports)
+                        .await
+                        .map_err(|e| {
+                            start_failure(format!("cannot link the finish trampoline: {e:#}"))
+                        })?;
+                Some(
+                    trampoline
+                        .get_typed_func::<u32, ()>(&mut store, "finish")
+                        .map_err(|e| start_failure(format!("finish trampoline: {e:#}")))?,
+                )
+            }
+            _ => None,
+        };
         let root_id = 1;
         let live = Arc::new(Instance {
             store: tokio::sync::Mutex::new(store),
@@ -191,6 +216,7 @@ impl Instance {
             memory_bytes: AtomicUsize::new(0),
             busy_since: AtomicU64::new(0),
             calls: host.calls.with_label_values(&[&spec.plugin]),
+            finish,
         });
         let _ = cell.set(Arc::downgrade(&live));
         // Counted from here: dropping a failed start undoes the gauge in `Drop`.
@@ -505,6 +531,26 @@ impl Instance {
             StreamCall::Delete => {
                 store.data_mut().data.streams.remove(&context);
                 self.live.fetch_sub(1, Ordering::Relaxed);
+                match &e.on_delete {
+                    Some(f) => self.invoke(store, f, context, context).await.map(|()| 0),
+                    None => Ok(0),
+                }
+            }
+            StreamCall::Finish => {
+                store.data_mut().data.streams.remove(&context);
+                self.live.fetch_sub(1, Ordering::Relaxed);
+                if let Some(finish) = &self.finish {
+                    return self
+                        .invoke(store, finish, context, context)
+                        .await
+                        .map(|()| 0);
+                }
+                if let Some(f) = &e.on_done {
+                    self.invoke(store, f, context, context).await?;
+                }
+                if let Some(f) = &e.on_log {
+                    self.invoke(store, f, context, context).await?;
+                }
                 match &e.on_delete {
                     Some(f) => self.invoke(store, f, context, context).await.map(|()| 0),
                     None => Ok(0),

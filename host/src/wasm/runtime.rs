@@ -139,7 +139,8 @@ impl<T> GuestState<T> {
     pub fn new(limits: GuestLimits, data: T) -> Self {
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
-            .instances(1)
+            // The guest and its finish trampoline.
+            .instances(2)
             .tables(4)
             .build();
         Self {
@@ -222,7 +223,9 @@ impl WasmRuntime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_core_instances(settings.max_instances)
+        // Two core instances per plugin instance: the guest and its finish trampoline (which
+        // has no memory or table of its own).
+        pool.total_core_instances(settings.max_instances.saturating_mul(2))
             .total_memories(settings.max_instances)
             .total_tables(settings.max_instances)
             .max_memory_size(settings.max_memory_bytes);
