@@ -1,5 +1,5 @@
-# Helpers of bench/run.sh and bench/filters.sh: free ports, parsing of wrk, h2load and
-# weft-loadgen output, per-run records, and the final tables and JSON.
+# Helpers of bench/run.sh, bench/filters.sh and bench/instructions.sh: free ports, parsing of
+# wrk, h2load and weft-loadgen output, per-run records, and the final tables and JSON.
 #
 #   python3 bench/helper.py ports N
 #   python3 bench/helper.py wrk|h2load|loadgen OUTPUT_FILE          -> one JSON line
@@ -7,6 +7,7 @@
 #   python3 bench/helper.py tag KEY=VALUE... < JSON line             -> the line with fields added
 #   python3 bench/helper.py report RESULTS META OUT_JSON             (SCENARIO=proxy)
 #   python3 bench/helper.py report_filters RESULTS META OUT_JSON     (SCENARIO=filters)
+#   python3 bench/helper.py report_instructions RESULTS META OUT_JSON (bench/instructions.sh)
 import json, re, socket, sys
 
 def ports(n):
@@ -367,9 +368,107 @@ def report_filters(results_path, meta_path, out_path):
         json.dump(meta, f, indent=2)
         f.write("\n")
 
+def report_instructions(results_path, meta_path, out_path):
+    """bench/instructions.sh: instructions per request under callgrind, load run minus idle run."""
+    results = [json.loads(l) for l in open(results_path) if l.strip()]
+    meta = json.load(open(meta_path))
+    for r in results:
+        requests = r["load"]["requests"] - r["idle"]["requests"]
+        instructions = r["load"]["instructions"] - r["idle"]["instructions"]
+        served = r["wrk"].get("requests") or 0
+        r["requests"] = requests
+        r["instructions_per_request"] = instructions / requests if requests > 0 else None
+        # Calls into plugin instances per request of the measured wrk run (counted after warm-up).
+        r["plugin_calls_per_request"] = (r["load"]["plugin_calls"] / served
+                                         if served and r["filters"] is not None else None)
+        problems = dict(r["wrk"]["errors"])
+        if r["plugin_failures"]:
+            problems["plugin_failures"] = r["plugin_failures"]
+        if r["log_warnings_or_errors"]:
+            problems["log_warnings_or_errors"] = r["log_warnings_or_errors"]
+        if requests <= 0:
+            problems["no_requests"] = 1
+        r["problems"] = problems
+        r["flagged"] = bool(problems)
+    by = {r["target"]: r for r in results}
+    nginx = by.get("nginx", {}).get("instructions_per_request")
+
+    def ratio(v):
+        return None if v is None or not nginx else v / nginx
+
+    lines = []
+    if meta["filters"] is None:
+        # The default mode: weft without filters next to nginx.
+        weft = by["weft"]["instructions_per_request"]
+        lines.append(f"user-space instructions per request (callgrind, wrk -c{meta['conns']} for "
+                     f"{meta['duration_s']}s, one worker each):")
+        lines.append(f"  weft   {fmt(weft, 0)}")
+        lines.append(f"  nginx  {fmt(nginx, 0)}")
+        lines.append(f"  weft / nginx  {fmt(ratio(weft))}x")
+    else:
+        lines.append(f"user-space instructions per request (callgrind; wrk -t1 -c{meta['conns']} for "
+                     f"{meta['duration_s']}s after a {meta['warmup_s']}s warm-up; one worker each; "
+                     f"minus an idle run of the same length):")
+        head = (f"  {'target':<10} {'filters':<16} {'instr/req':>10} {'/ nginx':>8}  "
+                f"{'plugin calls/req':>16}  {'requests':>8}")
+        lines += [head, "  " + "-" * (len(head) - 2)]
+        for r in results:
+            n = r["filters"]
+            label = "-" if n is None else "0 (empty chain)" if n == 0 else str(n)
+            if r["target"] == "weft-none":
+                label = "none (no chain)"
+            flag = "  <-- FLAGGED: " + ", ".join(f"{k}={v}" for k, v in r["problems"].items()) \
+                if r["flagged"] else ""
+            lines.append(f"  {r['target']:<10} {label:<16} {fmt(r['instructions_per_request'], 0):>10} "
+                         f"{fmt(ratio(r['instructions_per_request'])) + 'x':>8}  "
+                         f"{fmt(r['plugin_calls_per_request']):>16}  {r['wrk'].get('requests', 0):>8}"
+                         f"{flag}")
+        base = next((r for r in results if r["filters"] == 0 and not r["flagged"]), None)
+        added = {}
+        if base is not None:
+            lines.append(f"instructions added per pass-through filter (vs {base['target']}, the "
+                         f"empty chain; nginx's per-request total: {fmt(nginx, 0)}):")
+            for r in results:
+                n = r["filters"]
+                if not n or r["flagged"] or r["instructions_per_request"] is None:
+                    continue
+                per = (r["instructions_per_request"] - base["instructions_per_request"]) / n
+                added[r["target"]] = {"filters": n, "instructions_per_filter": per,
+                                      "per_filter_over_nginx": ratio(per)}
+                formula = f"({r['target']} - {base['target']}) / {n}" if n > 1 \
+                    else f"{r['target']} - {base['target']}"
+                lines.append(f"  {formula:<24} {fmt(per, 0):>8} instr/req per filter  "
+                             f"= {fmt(ratio(per), 3)}x nginx's per-request total")
+            # Between the shortest and the longest non-empty chain: the cost of one more filter,
+            # without what any non-empty chain pays once per request.
+            chains = sorted((r for r in results if r["filters"] and not r["flagged"]
+                             and r["instructions_per_request"] is not None),
+                            key=lambda r: r["filters"])
+            if len(chains) >= 2 and chains[0]["filters"] < chains[-1]["filters"]:
+                a, b = chains[0], chains[-1]
+                per = ((b["instructions_per_request"] - a["instructions_per_request"])
+                       / (b["filters"] - a["filters"]))
+                formula = f"({b['target']} - {a['target']}) / {b['filters'] - a['filters']}"
+                added[f"{b['target']}-{a['target']}"] = {
+                    "instructions_per_filter": per, "per_filter_over_nginx": ratio(per)}
+                lines.append(f"  {formula:<24} {fmt(per, 0):>8} instr/req per filter  "
+                             f"= {fmt(ratio(per), 3)}x nginx's per-request total (one more filter "
+                             f"in a non-empty chain)")
+        meta["added_per_filter"] = added
+    flagged = [r["target"] for r in results if r["flagged"]]
+    if flagged:
+        lines.append(f"WARNING: runs with errors: {', '.join(flagged)} (see the JSON)")
+    print("\n".join(lines))
+    meta.update(results=results, nginx_instructions_per_request=nginx, flagged=flagged)
+    with open(out_path, "w") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+    print(f"results: {out_path}")
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"ports": lambda: ports(int(args[0])), "wrk": lambda: parse_wrk(*args),
      "h2load": lambda: parse_h2load(*args), "loadgen": lambda: parse_loadgen(*args),
      "record": lambda: record(*args), "tag": lambda: tag(*args),
-     "report": lambda: report(*args), "report_filters": lambda: report_filters(*args)}[cmd]()
+     "report": lambda: report(*args), "report_filters": lambda: report_filters(*args),
+     "report_instructions": lambda: report_instructions(*args)}[cmd]()

@@ -1,6 +1,7 @@
-# Shared by bench/run.sh and bench/filters.sh (sourced, not run): logging, the temporary
-# directory and cleanup of every process started, CPU accounting from /proc, nginx configs, the
-# weft build, and one measured load run. The caller sets BENCH_DIR before sourcing.
+# Shared by bench/run.sh, bench/filters.sh and bench/instructions.sh (sourced, not run): logging,
+# the temporary directory and cleanup of every process started, CPU accounting from /proc, nginx
+# configs, the weft and passthrough builds, weft configs, and one measured load run. The caller
+# sets BENCH_DIR before sourcing.
 # shellcheck shell=bash
 
 REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
@@ -124,6 +125,66 @@ build_weft() {
         WEFT_BIN="${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/weft"
         [[ -x $WEFT_BIN ]] || die "build succeeded but $WEFT_BIN is missing"
     fi
+}
+
+# The test filter `passthrough` (tests/programs/passthrough), built for WASM_TARGET as
+# tests/artifacts/build.rs builds it, into a target directory of our own; PASSTHROUGH_WASM
+# (absolute path afterwards) skips the build.
+build_passthrough() {
+    if [[ -z ${PASSTHROUGH_WASM:-} ]]; then
+        local dir="${CARGO_TARGET_DIR:-$REPO_DIR/target}/bench/programs"
+        log "building the passthrough filter for $WASM_TARGET"
+        (cd "$REPO_DIR" && cargo build --release --manifest-path tests/programs/Cargo.toml \
+            -p passthrough --target "$WASM_TARGET" --target-dir "$dir") ||
+            die "building tests/programs/passthrough failed"
+        PASSTHROUGH_WASM="$dir/$WASM_TARGET/release/passthrough.wasm"
+    fi
+    [[ -f $PASSTHROUGH_WASM ]] || die "$PASSTHROUGH_WASM is missing"
+    PASSTHROUGH_WASM=$(cd "$(dirname "$PASSTHROUGH_WASM")" && pwd)/$(basename "$PASSTHROUGH_WASM")
+}
+
+# weft's config: one Cluster (the upstream) and one Listener whose FilterChain runs N
+# `passthrough` filters (p1..pN of one Plugin; 0 = `filters: []`), or `none`: a Listener
+# without filterChain (no Plugin, no FilterChain).
+weft_config() { # $1 = filter count or none, $2 = port, $3 = upstream port, $4 = passthrough.wasm
+    cat <<EOF
+apiVersion: weft/v1
+kind: Cluster
+metadata: {name: upstream}
+spec:
+  endpoints: ["127.0.0.1:$3"]
+EOF
+    if [[ $1 != none ]]; then
+        if [[ $1 -gt 0 ]]; then
+            cat <<EOF
+---
+apiVersion: weft/v1
+kind: Plugin
+metadata: {name: passthrough}
+spec: {url: "file://$4"}
+EOF
+        fi
+        printf -- '---\napiVersion: weft/v1\nkind: FilterChain\nmetadata: {name: bench}\nspec:\n'
+        if [[ $1 -eq 0 ]]; then
+            echo "  filters: []"
+        else
+            echo "  filters:"
+            local i
+            for ((i = 1; i <= $1; i++)); do
+                echo "    - {plugin: passthrough, name: p$i}"
+            done
+        fi
+    fi
+    cat <<EOF
+---
+apiVersion: weft/v1
+kind: Listener
+metadata: {name: bench}
+spec:
+  address: 127.0.0.1:$2
+  defaultCluster: upstream
+EOF
+    [[ $1 == none ]] || echo "  filterChain: bench"
 }
 
 # ---------------------------------------------------------------------------------------------
