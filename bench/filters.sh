@@ -66,17 +66,7 @@ if [[ -z ${LOADGEN_BIN:-} ]]; then
 fi
 [[ -x $LOADGEN_BIN ]] || die "LOADGEN_BIN=$LOADGEN_BIN is not an executable"
 
-if [[ -z ${PASSTHROUGH_WASM:-} ]]; then
-    # The test filter `passthrough`, built as tests/artifacts/build.rs builds it, into a target
-    # directory of our own.
-    log "building the passthrough filter for $WASM_TARGET"
-    (cd "$REPO_DIR" && cargo build --release --manifest-path tests/programs/Cargo.toml \
-        -p passthrough --target "$WASM_TARGET" --target-dir "$BUILD_DIR/programs") ||
-        die "building tests/programs/passthrough failed"
-    PASSTHROUGH_WASM="$BUILD_DIR/programs/$WASM_TARGET/release/passthrough.wasm"
-fi
-[[ -f $PASSTHROUGH_WASM ]] || die "$PASSTHROUGH_WASM is missing"
-PASSTHROUGH_WASM=$(cd "$(dirname "$PASSTHROUGH_WASM")" && pwd)/$(basename "$PASSTHROUGH_WASM")
+build_passthrough
 
 # ---------------------------------------------------------------------------------------------
 # 2. Configs: the upstream, the nginx proxy, and one weft config per chain length.
@@ -88,46 +78,6 @@ NGINX_PORT=${PORTS[1]}
 
 write_upstream_conf "$TMP/upstream" "$UP_PORT"
 write_proxy_conf "$TMP/nginx" "$NGINX_PORT" "$UP_PORT"
-
-weft_config() { # $1 = filter count or none, $2 = port
-    cat <<EOF
-apiVersion: weft/v1
-kind: Cluster
-metadata: {name: upstream}
-spec:
-  endpoints: ["127.0.0.1:$UP_PORT"]
-EOF
-    if [[ $1 != none ]]; then
-        if [[ $1 -gt 0 ]]; then
-            cat <<EOF
----
-apiVersion: weft/v1
-kind: Plugin
-metadata: {name: passthrough}
-spec: {url: "file://$PASSTHROUGH_WASM"}
-EOF
-        fi
-        printf -- '---\napiVersion: weft/v1\nkind: FilterChain\nmetadata: {name: bench}\nspec:\n'
-        if [[ $1 -eq 0 ]]; then
-            echo "  filters: []"
-        else
-            echo "  filters:"
-            for ((i = 1; i <= $1; i++)); do
-                echo "    - {plugin: passthrough, name: p$i}"
-            done
-        fi
-    fi
-    cat <<EOF
----
-apiVersion: weft/v1
-kind: Listener
-metadata: {name: bench}
-spec:
-  address: 127.0.0.1:$2
-  defaultCluster: upstream
-EOF
-    [[ $1 == none ]] || echo "  filterChain: bench"
-}
 
 # ---------------------------------------------------------------------------------------------
 # 3. Start everything; every target must answer 200 "ok".
@@ -146,7 +96,7 @@ for i in "${!COUNTS[@]}"; do
     port=${PORTS[2 + 2 * i]}
     admin=${PORTS[3 + 2 * i]}
     mkdir -p "$TMP/$name"
-    weft_config "$n" "$port" >"$TMP/$name/weft.yaml"
+    weft_config "$n" "$port" "$UP_PORT" "$PASSTHROUGH_WASM" >"$TMP/$name/weft.yaml"
     start_weft "$TMP/$name" "$admin"
     pid=${PIDS[-1]}
     wait_http "http://127.0.0.1:$admin/ready" "$name" "$pid"

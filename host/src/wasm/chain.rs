@@ -30,10 +30,12 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::Mutex;
 
 use super::{
-    context::{LocalResponse, ResponseHead, Side, StreamData, StreamEvent},
+    context::{
+        EventReceiver, LocalResponse, ResponseHead, Side, StreamData, StreamEvent, event_queue,
+    },
     filter::{Chain, Filter},
     instance::{Instance, StreamCall},
     properties::UPSTREAM_CLUSTER,
@@ -79,7 +81,7 @@ struct Slot {
 pub struct FilterStream {
     slots: Vec<Slot>,
     stream: Option<Box<StreamData>>,
-    events: mpsc::UnboundedReceiver<StreamEvent>,
+    events: EventReceiver,
     buffer_limit: usize,
     pause_limit: Duration,
     /// Set when a request-body phase decided the request's answer (413, a local reply, a
@@ -108,7 +110,7 @@ impl FilterStream {
     /// Creates every filter's stream context. A filter whose instance cannot start fails the
     /// request (`FAIL_CLOSE`) or sits this request out (`FAIL_OPEN`).
     pub async fn start(chain: &Chain, start: RequestStart<'_>) -> Result<FilterStream, Flow> {
-        let (sender, events) = mpsc::unbounded_channel();
+        let (sender, events) = event_queue();
         let parts = start.parts;
         let path = parts.uri.path_and_query().map_or_else(
             || Bytes::from_static(b"/"),
@@ -260,8 +262,8 @@ impl FilterStream {
         let deadline = tokio::time::Instant::now() + self.pause_limit;
         loop {
             let event = match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(event)) => event,
-                Ok(None) | Err(_) => {
+                Ok(event) => event,
+                Err(_) => {
                     return Flow::Respond(
                         ProxyError::FilterStalled {
                             filter: self.slots[slot].filter.config.name.to_string(),
@@ -316,7 +318,7 @@ impl FilterStream {
     /// Delivers events that are already waiting (callouts that completed while the stream was
     /// not paused).
     async fn deliver_ready(&mut self, side: Side) -> Option<Flow> {
-        while let Ok(event) = self.events.try_recv() {
+        while let Some(event) = self.events.try_recv() {
             if let StreamEvent::Resume(_) = event {
                 continue;
             }
@@ -561,8 +563,7 @@ impl Drop for FilterStream {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (sender, events) = mpsc::unbounded_channel();
-        drop(sender);
+        let (_, events) = event_queue();
         let mut orphan = FilterStream {
             slots: std::mem::take(&mut self.slots),
             stream: self.stream.take(),

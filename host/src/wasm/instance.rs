@@ -419,7 +419,10 @@ impl Instance {
         slot: usize,
         call: StreamCall,
     ) -> Result<u32, Failure> {
-        let mut store = if matches!(call, StreamCall::Create { may_move: true }) {
+        // Uncontended, the common case: no waiter to register, no timer.
+        let mut store = if let Ok(store) = self.store.try_lock() {
+            store
+        } else if matches!(call, StreamCall::Create { may_move: true }) {
             // A stream that has not started here yet does not queue behind a guest stuck in a
             // long call: it gives up the instance (`stale`) and its filter picks another.
             let tick = self.host.runtime.settings().tick;

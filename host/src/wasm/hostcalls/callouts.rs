@@ -19,7 +19,7 @@
 use std::{sync::Weak, time::Duration};
 
 use bytes::Bytes;
-use tokio::sync::mpsc::{self, UnboundedSender, error::SendError};
+use tokio::sync::mpsc::{self, error::SendError};
 use weft_abi::{HOST_MODULE, MapLimits, Status, decode_map_limited};
 
 use super::memory::{
@@ -27,7 +27,7 @@ use super::memory::{
 };
 use crate::wasm::{
     callout::{self, CalloutResponse, GrpcOutbound, GrpcRequest},
-    context::{GrpcEvent, GrpcHandle, HostData, RootEvent, StreamEvent},
+    context::{EventSender, GrpcEvent, GrpcHandle, HostData, RootEvent, StreamEvent},
     instance::Instance,
 };
 
@@ -205,10 +205,7 @@ fn start_grpc(caller: &mut Ctx<'_>, args: GrpcArgs, token_ptr: u32) -> Result<()
 /// Where a callout's answers go.
 enum Route {
     /// To the stream the callout was made on, for the filter in `slot`.
-    Stream {
-        events: UnboundedSender<StreamEvent>,
-        slot: usize,
-    },
+    Stream { events: EventSender, slot: usize },
     /// To the instance's root context.
     Root,
 }

@@ -5,10 +5,11 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use crate::wasm::context::{EventReceiver, event_queue};
+
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 use prometheus::Registry;
-use tokio::sync::mpsc;
 use wasmtime::{Linker, Memory, Store, Val};
 use weft_abi::{
     BufferType, HOST_FUNCTIONS, HOST_MODULE, MapType, Status, decode_map, encode_map,
@@ -65,7 +66,7 @@ fn linker(host: &WasmHost) -> Linker<GuestState<HostData>> {
 
 /// A `GET /items?page=2` stream to `api.example` with `x-a: 1`, `x-a: 2`, `x-b: b`, and the
 /// receiving end of its events.
-fn stream() -> (StreamData, mpsc::UnboundedReceiver<StreamEvent>) {
+fn stream() -> (StreamData, EventReceiver) {
     let client = "10.0.0.1:5000".parse().expect("addr");
     let mut request_headers = HeaderMap::new();
     request_headers.append("x-a", HeaderValue::from_static("1"));
@@ -91,8 +92,8 @@ pub(in crate::wasm) fn stream_data(
     downstream: Downstream,
     path: &'static str,
     request_headers: HeaderMap,
-) -> (StreamData, mpsc::UnboundedReceiver<StreamEvent>) {
-    let (events, receiver) = mpsc::unbounded_channel();
+) -> (StreamData, EventReceiver) {
+    let (events, receiver) = event_queue();
     let stream = StreamData {
         downstream: Arc::new(downstream),
         started: std::time::UNIX_EPOCH,
@@ -120,8 +121,8 @@ pub(in crate::wasm) fn stream_data(
 /// [`OTHER`] live but not lent.
 struct Fixture {
     data: HostData,
-    events: mpsc::UnboundedReceiver<StreamEvent>,
-    other: mpsc::UnboundedReceiver<StreamEvent>,
+    events: EventReceiver,
+    other: EventReceiver,
 }
 
 fn fixture(host: &Arc<WasmHost>) -> Fixture {
@@ -139,7 +140,7 @@ fn fixture(host: &Arc<WasmHost>) -> Fixture {
             slot: 0,
         },
     );
-    let (other_events, other) = mpsc::unbounded_channel();
+    let (other_events, other) = event_queue();
     data.streams.insert(
         OTHER,
         StreamHandle {
@@ -256,8 +257,8 @@ struct Guest {
     store: Store<GuestState<HostData>>,
     instance: wasmtime::Instance,
     memory: Memory,
-    events: mpsc::UnboundedReceiver<StreamEvent>,
-    other: mpsc::UnboundedReceiver<StreamEvent>,
+    events: EventReceiver,
+    other: EventReceiver,
 }
 
 async fn guest(host: &Arc<WasmHost>) -> Guest {
