@@ -73,6 +73,8 @@ struct Slot {
     /// `None` once the filter dropped out (failed open, or never started).
     instance: Option<Arc<Instance>>,
     context: u32,
+    /// Whether the filter's context was created (or its creation attempted).
+    started: bool,
     /// Body the filter holds paused, per side.
     buffers: [BytesMut; 2],
 }
@@ -148,25 +150,29 @@ impl FilterStream {
             finished: false,
             orphan: false,
         };
-        for (index, filter) in chain.filters.iter().enumerate() {
-            this.slots.push(Slot {
-                filter: filter.clone(),
-                instance: None,
-                context: 0,
-                buffers: [BytesMut::new(), BytesMut::new()],
-            });
-            if let Err(flow) = this.create_context(index).await {
-                this.finish().await;
-                return Err(flow);
-            }
-        }
+        // Contexts are created as the request reaches each filter, together with its
+        // request-headers callback (one trip into Wasm); a filter the request never reached
+        // gets its context at the end, for `on_log`.
+        this.slots.extend(chain.filters.iter().map(|filter| Slot {
+            filter: filter.clone(),
+            instance: None,
+            context: 0,
+            started: false,
+            buffers: [BytesMut::new(), BytesMut::new()],
+        }));
         Ok(this)
     }
 
-    /// Puts filter `slot` on an instance and creates its context there. An instance that
-    /// failed while this stream waited for it is not this stream's failure: the stream moves
-    /// to a fresh one.
-    async fn create_context(&mut self, slot: usize) -> Result<(), Flow> {
+    /// Puts filter `slot` on an instance and creates its context there — with `headers`
+    /// (count, end of stream), also running its request-headers callback, whose action it
+    /// returns. An instance that failed or got stuck while this stream waited for it is not this
+    /// stream's failure: the stream moves to another.
+    async fn create_context(
+        &mut self,
+        slot: usize,
+        headers: Option<(u32, bool)>,
+    ) -> Result<u32, Flow> {
+        self.slots[slot].started = true;
         let filter = self.slots[slot].filter.clone();
         let mut attempts = 0;
         loop {
@@ -175,7 +181,7 @@ impl FilterStream {
                 Ok(instance) => instance,
                 Err(failure) => {
                     return match filter.fail_strategy() {
-                        FailStrategy::FailOpen => Ok(()),
+                        FailStrategy::FailOpen => Ok(0),
                         FailStrategy::FailClose => {
                             Err(Flow::Respond(filter_failed(&filter, &failure.to_string())))
                         }
@@ -183,28 +189,30 @@ impl FilterStream {
                 }
             };
             let context = instance.new_context();
+            // After a few moves, wait for the instance rather than fail the request.
+            let may_move = attempts < 3;
+            let call = match headers {
+                Some((headers, end_of_stream)) => StreamCall::Start {
+                    may_move,
+                    headers,
+                    end_of_stream,
+                },
+                None => StreamCall::Create { may_move },
+            };
             let result = instance
-                .stream_call(
-                    &mut self.stream,
-                    context,
-                    slot,
-                    // After a few moves, wait for the instance rather than fail the request.
-                    StreamCall::Create {
-                        may_move: attempts < 3,
-                    },
-                )
+                .stream_call(&mut self.stream, context, slot, call)
                 .await;
             match result {
-                Ok(_) => {
+                Ok(action) => {
                     self.slots[slot].instance = Some(instance);
                     self.slots[slot].context = context;
-                    return Ok(());
+                    return Ok(action);
                 }
                 Err(failure) if failure.stale && attempts < 4 => continue,
                 Err(failure) => {
                     tracing::warn!(filter = %filter.config.name, plugin = %filter.plugin.name, %failure, "filter failed");
                     return match filter.fail_strategy() {
-                        FailStrategy::FailOpen => Ok(()),
+                        FailStrategy::FailOpen => Ok(0),
                         FailStrategy::FailClose => {
                             Err(Flow::Respond(filter_failed(&filter, &failure.to_string())))
                         }
@@ -339,6 +347,17 @@ impl FilterStream {
         may_pause: bool,
     ) -> Result<u32, Flow> {
         let action = self.call(slot, call).await?;
+        self.settle(slot, action, side, may_pause).await
+    }
+
+    /// What follows a phase callback's `action`: a local reply, or a pause to wait out.
+    async fn settle(
+        &mut self,
+        slot: usize,
+        action: u32,
+        side: Side,
+        may_pause: bool,
+    ) -> Result<u32, Flow> {
         if let Some(flow) = self.take_local() {
             return Err(flow);
         }
@@ -373,12 +392,23 @@ impl FilterStream {
                     .as_ref()
                     .map_or(0, |r| r.headers.len() as u32 + 1),
             });
-            let call = StreamCall::Headers {
-                side,
-                headers,
-                end_of_stream,
+            let result = if side == Side::Request && !self.slots[slot].started {
+                match self
+                    .create_context(slot, Some((headers, end_of_stream)))
+                    .await
+                {
+                    Ok(action) => self.settle(slot, action, side, true).await,
+                    Err(flow) => Err(flow),
+                }
+            } else {
+                let call = StreamCall::Headers {
+                    side,
+                    headers,
+                    end_of_stream,
+                };
+                self.phase(slot, call, side, true).await
             };
-            if let Err(flow) = self.phase(slot, call, side, true).await {
+            if let Err(flow) = result {
                 return flow;
             }
         }
@@ -545,6 +575,10 @@ impl FilterStream {
             return;
         }
         for slot in 0..self.slots.len() {
+            if !self.slots[slot].started {
+                // The request never reached this filter; it still sees the request end.
+                let _ = self.create_context(slot, None).await;
+            }
             if self.slots[slot].instance.is_none() {
                 continue;
             }

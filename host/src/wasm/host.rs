@@ -68,10 +68,10 @@ pub struct WasmHost {
     pub memory: IntGaugeVec,
     /// The clusters of the serving configuration, for callouts.
     pub clusters: ArcSwap<BTreeMap<Arc<str>, Arc<Cluster>>>,
-    /// A three-line module that calls a guest's `proxy_on_done`, `proxy_on_log` and
-    /// `proxy_on_delete` in one call: instantiated next to each guest that exports all three, it
-    /// ends a stream context with one trip into Wasm instead of three.
-    pub finish_trampoline: wasmtime::Module,
+    /// A tiny module instantiated next to each guest that exports the stream callbacks it
+    /// imports: `start` creates a stream context and runs its request-headers callback, `finish`
+    /// runs done, log and delete — two trips into Wasm where there would be five.
+    pub trampolines: wasmtime::Module,
     /// The host functions, linked once for every module.
     pub linker: wasmtime::Linker<super::runtime::GuestState<super::context::HostData>>,
     /// The most verbose level plugins log at (`proxy_get_log_level`), from `RUST_LOG`.
@@ -130,10 +130,10 @@ impl WasmHost {
         let mut linker = wasmtime::Linker::new(runtime.engine());
         super::hostcalls::add_to_linker(&mut linker)
             .map_err(|e| WasmError::Engine(format!("cannot define the host functions: {e:#}")))?;
-        let finish_trampoline = wasmtime::Module::new(runtime.engine(), FINISH_TRAMPOLINE)
-            .map_err(|e| WasmError::Engine(format!("cannot build the finish trampoline: {e:#}")))?;
+        let trampolines = wasmtime::Module::new(runtime.engine(), TRAMPOLINES)
+            .map_err(|e| WasmError::Engine(format!("cannot build the trampolines: {e:#}")))?;
         Ok(Arc::new(Self {
-            finish_trampoline,
+            trampolines,
             linker,
             runtime,
             shared_data: SharedData::new(),
@@ -158,13 +158,20 @@ impl WasmHost {
     }
 }
 
-/// `finish(context)`: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`, in that order (the
-/// done flag is ignored: weft never defers a delete).
-const FINISH_TRAMPOLINE: &str = r#"
+/// `start(context, root, headers, end_of_stream) -> action`: `proxy_on_context_create` then
+/// `proxy_on_request_headers`. `finish(context)`: `proxy_on_done`, `proxy_on_log`,
+/// `proxy_on_delete`, in that order (the done flag is ignored: weft never defers a delete).
+const TRAMPOLINES: &str = r#"
 (module
+  (import "guest" "proxy_on_context_create" (func $create (param i32 i32)))
+  (import "guest" "proxy_on_request_headers" (func $headers (param i32 i32 i32) (result i32)))
   (import "guest" "proxy_on_done" (func $done (param i32) (result i32)))
   (import "guest" "proxy_on_log" (func $log (param i32)))
   (import "guest" "proxy_on_delete" (func $delete (param i32)))
+  (func (export "start") (param $context i32) (param $root i32) (param $count i32) (param $end i32)
+    (result i32)
+    (call $create (local.get $context) (local.get $root))
+    (call $headers (local.get $context) (local.get $count) (local.get $end)))
   (func (export "finish") (param $context i32)
     (drop (call $done (local.get $context)))
     (call $log (local.get $context))

@@ -67,6 +67,16 @@ pub enum StreamCall {
         /// The stream may give up this instance while a long call holds it (and try another).
         may_move: bool,
     },
+    /// `proxy_on_context_create` then `proxy_on_request_headers`, in one trip when the guest
+    /// has the trampolines.
+    Start {
+        /// As for `Create`.
+        may_move: bool,
+        /// Number of request headers.
+        headers: u32,
+        /// No body follows.
+        end_of_stream: bool,
+    },
     /// `proxy_on_request_headers` / `proxy_on_response_headers`.
     Headers {
         /// Which side's headers.
@@ -134,8 +144,14 @@ pub struct Instance {
     busy_since: AtomicU64,
     /// `weft_plugin_calls_total` for this plugin, resolved once.
     calls: prometheus::IntCounter,
-    /// The finish trampoline's export, when the guest exports done, log and delete.
-    finish: Option<TypedFunc<u32, ()>>,
+    /// The trampolines' exports, when the guest exports every callback they call.
+    trampolines: Option<Trampolines>,
+}
+
+/// `start` and `finish` (see [`WasmHost::trampolines`]).
+struct Trampolines {
+    start: TypedFunc<(u32, u32, u32, u32), u32>,
+    finish: TypedFunc<u32, ()>,
 }
 
 /// Export lookup helper: an optional typed export.
@@ -181,24 +197,31 @@ impl Instance {
             .map_err(|e| start_failure(format!("cannot instantiate: {e:#}")))?;
         let exports = resolve_exports(&instance, &mut store).map_err(start_failure)?;
         store.data_mut().data.exports = Some(exports.clone());
-        let finish = match (&exports.on_done, &exports.on_log, &exports.on_delete) {
-            (Some(done), Some(log), Some(delete)) => {
+        let trampolines = match (
+            &exports.on_context_create,
+            &exports.on_request_headers,
+            &exports.on_done,
+            &exports.on_log,
+            &exports.on_delete,
+        ) {
+            (Some(create), Some(headers), Some(done), Some(log), Some(delete)) => {
                 let imports = [
+                    (*create.func()).into(),
+                    (*headers.func()).into(),
                     (*done.func()).into(),
                     (*log.func()).into(),
                     (*delete.func()).into(),
                 ];
-                let trampoline =
-                    wasmtime::Instance::new_async(&mut store, &host.finish_trampoline, &imports)
-                        .await
-                        .map_err(|e| {
-                            start_failure(format!("cannot link the finish trampoline: {e:#}"))
-                        })?;
-                Some(
-                    trampoline
-                        .get_typed_func::<u32, ()>(&mut store, "finish")
-                        .map_err(|e| start_failure(format!("finish trampoline: {e:#}")))?,
-                )
+                let module = wasmtime::Instance::new_async(&mut store, &host.trampolines, &imports)
+                    .await
+                    .map_err(|e| start_failure(format!("cannot link the trampolines: {e:#}")))?;
+                let start = module
+                    .get_typed_func(&mut store, "start")
+                    .map_err(|e| start_failure(format!("trampoline `start`: {e:#}")))?;
+                let finish = module
+                    .get_typed_func(&mut store, "finish")
+                    .map_err(|e| start_failure(format!("trampoline `finish`: {e:#}")))?;
+                Some(Trampolines { start, finish })
             }
             _ => None,
         };
@@ -216,7 +239,7 @@ impl Instance {
             memory_bytes: AtomicUsize::new(0),
             busy_since: AtomicU64::new(0),
             calls: host.calls.with_label_values(&[&spec.plugin]),
-            finish,
+            trampolines,
         });
         let _ = cell.set(Arc::downgrade(&live));
         // Counted from here: dropping a failed start undoes the gauge in `Drop`.
@@ -422,7 +445,10 @@ impl Instance {
         // Uncontended, the common case: no waiter to register, no timer.
         let mut store = if let Ok(store) = self.store.try_lock() {
             store
-        } else if matches!(call, StreamCall::Create { may_move: true }) {
+        } else if matches!(
+            call,
+            StreamCall::Create { may_move: true } | StreamCall::Start { may_move: true, .. }
+        ) {
             // A stream that has not started here yet does not queue behind a guest stuck in a
             // long call: it gives up the instance (`stale`) and its filter picks another.
             let tick = self.host.runtime.settings().tick;
@@ -475,7 +501,7 @@ impl Instance {
         let flag = |b: bool| u32::from(b);
         let root = self.root_id;
         match call {
-            StreamCall::Create { .. } => {
+            StreamCall::Create { .. } | StreamCall::Start { .. } => {
                 let events = store.data().data.stream.as_ref().map(|s| s.events.clone());
                 if let Some(events) = events {
                     store
@@ -483,6 +509,25 @@ impl Instance {
                         .data
                         .streams
                         .insert(context, StreamHandle { events, slot });
+                }
+                if let StreamCall::Start {
+                    headers,
+                    end_of_stream,
+                    ..
+                } = call
+                {
+                    let end = flag(end_of_stream);
+                    if let Some(t) = &self.trampolines {
+                        let params = (context, root, headers, end);
+                        return self.invoke(store, &t.start, params, context).await;
+                    }
+                    if let Some(f) = &e.on_context_create {
+                        self.invoke(store, f, (context, root), context).await?;
+                    }
+                    let func = e.on_request_headers.as_ref();
+                    return self
+                        .action(store, func, (context, headers, end), context)
+                        .await;
                 }
                 match &e.on_context_create {
                     Some(f) => self
@@ -542,9 +587,9 @@ impl Instance {
             StreamCall::Finish => {
                 store.data_mut().data.streams.remove(&context);
                 self.live.fetch_sub(1, Ordering::Relaxed);
-                if let Some(finish) = &self.finish {
+                if let Some(t) = &self.trampolines {
                     return self
-                        .invoke(store, finish, context, context)
+                        .invoke(store, &t.finish, context, context)
                         .await
                         .map(|()| 0);
                 }
