@@ -37,7 +37,7 @@ use super::{
         EventReceiver, LocalResponse, ResponseHead, Side, StreamData, StreamEvent, event_queue,
     },
     filter::{Chain, Filter},
-    instance::{Instance, StreamCall},
+    instance::{Failure, Instance, StreamCall},
     properties::UPSTREAM_CLUSTER,
 };
 use crate::{
@@ -179,14 +179,8 @@ impl FilterStream {
             attempts += 1;
             let instance = match filter.acquire().await {
                 Ok(instance) => instance,
-                Err(failure) => {
-                    return match filter.fail_strategy() {
-                        FailStrategy::FailOpen => Ok(0),
-                        FailStrategy::FailClose => {
-                            Err(Flow::Respond(filter_failed(&filter, &failure.to_string())))
-                        }
-                    };
-                }
+                // `acquire` logged and counted why.
+                Err(failure) => return fail(&filter, &failure),
             };
             let context = instance.new_context();
             // After a few moves, wait for the instance rather than fail the request.
@@ -211,12 +205,7 @@ impl FilterStream {
                 Err(failure) if failure.stale && attempts < 4 => continue,
                 Err(failure) => {
                     tracing::warn!(filter = %filter.config.name, plugin = %filter.plugin.name, %failure, "filter failed");
-                    return match filter.fail_strategy() {
-                        FailStrategy::FailOpen => Ok(0),
-                        FailStrategy::FailClose => {
-                            Err(Flow::Respond(filter_failed(&filter, &failure.to_string())))
-                        }
-                    };
+                    return fail(&filter, &failure);
                 }
             }
         }
@@ -242,12 +231,7 @@ impl FilterStream {
                 self.slots[slot].instance = None;
                 let filter = &self.slots[slot].filter;
                 tracing::warn!(filter = %filter.config.name, plugin = %filter.plugin.name, %failure, "filter failed");
-                match filter.fail_strategy() {
-                    FailStrategy::FailOpen => Ok(0),
-                    FailStrategy::FailClose => {
-                        Err(Flow::Respond(filter_failed(filter, &failure.to_string())))
-                    }
-                }
+                fail(filter, &failure)
             }
         }
     }
@@ -628,6 +612,20 @@ fn flow_response(flow: Flow) -> Response<ProxyBody> {
         Flow::Respond(response) => response,
         // Never decided by a failing phase; answer as a failed filter would.
         Flow::Continue => reset_response(),
+    }
+}
+
+/// What a failure of `filter` does to its request: nothing more (`FAIL_OPEN`: the filter sits
+/// the rest of the request out, as a `Continue`) or the 503 naming it (`FAIL_CLOSE`).
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is the response itself, built once per failed request, as the async \
+              phases return it"
+)]
+fn fail(filter: &Filter, failure: &Failure) -> Result<u32, Flow> {
+    match filter.fail_strategy() {
+        FailStrategy::FailOpen => Ok(0),
+        FailStrategy::FailClose => Err(Flow::Respond(filter_failed(filter, &failure.to_string()))),
     }
 }
 
