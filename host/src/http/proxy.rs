@@ -184,7 +184,7 @@ async fn filtered(
         Err(error) => return stream.end_with(error.into_response()).await,
     };
     // 5. Forward, the request body through the body phases.
-    let stream = Arc::new(tokio::sync::Mutex::new(stream));
+    let stream = Arc::new(futures_util::lock::Mutex::new(stream));
     let body = if end_of_stream {
         boxed(body)
     } else {

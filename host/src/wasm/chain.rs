@@ -28,9 +28,9 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
+use futures_util::lock::Mutex;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame};
-use tokio::sync::Mutex;
 
 use super::{
     context::{

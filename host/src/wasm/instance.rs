@@ -128,7 +128,7 @@ pub enum StreamCall {
 
 /// One plugin instance.
 pub struct Instance {
-    store: tokio::sync::Mutex<GuestStore>,
+    store: futures_util::lock::Mutex<GuestStore>,
     exports: Exports,
     root_id: u32,
     host: Arc<WasmHost>,
@@ -227,7 +227,7 @@ impl Instance {
         };
         let root_id = 1;
         let live = Arc::new(Instance {
-            store: tokio::sync::Mutex::new(store),
+            store: futures_util::lock::Mutex::new(store),
             exports,
             root_id,
             host: host.clone(),
@@ -443,7 +443,7 @@ impl Instance {
         call: StreamCall,
     ) -> Result<u32, Failure> {
         // Uncontended, the common case: no waiter to register, no timer.
-        let mut store = if let Ok(store) = self.store.try_lock() {
+        let mut store = if let Some(store) = self.store.try_lock() {
             store
         } else if matches!(
             call,
