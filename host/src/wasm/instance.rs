@@ -102,10 +102,6 @@ pub enum StreamCall {
         /// Number of trailers.
         trailers: u32,
     },
-    /// `proxy_on_done`.
-    Done,
-    /// `proxy_on_log`.
-    Log,
     /// `proxy_on_delete`.
     Delete,
     /// `proxy_on_done`, `proxy_on_log` and `proxy_on_delete`: the end of a stream context.
@@ -318,11 +314,6 @@ impl Instance {
     /// Stream contexts alive on this instance.
     pub fn live_streams(&self) -> usize {
         self.live.load(Ordering::Relaxed)
-    }
-
-    /// The root context's id.
-    pub fn root_id(&self) -> u32 {
-        self.root_id
     }
 
     /// Linear memory of the instance, bytes (as of its last call).
@@ -568,14 +559,6 @@ impl Instance {
                 };
                 self.action(store, func, (context, trailers), context).await
             }
-            StreamCall::Done => {
-                self.action(store, e.on_done.as_ref(), context, context)
-                    .await
-            }
-            StreamCall::Log => match &e.on_log {
-                Some(f) => self.invoke(store, f, context, context).await.map(|()| 0),
-                None => Ok(0),
-            },
             StreamCall::Delete => {
                 store.data_mut().data.streams.remove(&context);
                 self.live.fetch_sub(1, Ordering::Relaxed);
