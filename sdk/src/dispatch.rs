@@ -1,0 +1,487 @@
+//! The proxy-wasm callbacks, routed to a [`Filter`]: one filter value per stream context, one
+//! parsed configuration per root context, and the SDK's own bookkeeping (paused streams,
+//! delays, callout tokens). [`export_filter!`](crate::export_filter) generates the exports
+//! that call into here.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use weft_abi::{Action, BufferType, LogLevel, StreamType};
+
+use crate::error::Result;
+use crate::ffi::host;
+use crate::views::{CallResponse, Log, Request, Response};
+use crate::{Filter, host as hostfns};
+
+/// One module instance's state (a thread-local: an instance is single-threaded).
+#[derive(Default)]
+pub(crate) struct Instance {
+    core: Core,
+    /// `Filters<F>` for the module's filter type.
+    filters: Option<Box<dyn Any>>,
+}
+
+#[derive(Default)]
+struct Core {
+    /// The stream context whose phase is running.
+    current: u32,
+    /// Root context of each stream context.
+    stream_root: HashMap<u32, u32>,
+    /// Which side each paused stream waits on.
+    paused: HashMap<u32, StreamType>,
+    /// Delayed streams per root: (deadline in host nanoseconds, stream context).
+    delays: HashMap<u32, Vec<(u64, u32)>>,
+    /// Callout token → the stream context that sent it.
+    callouts: HashMap<u32, u32>,
+    /// Metric ids by (type, name): defining is a host call, made once per name.
+    metrics: HashMap<(u32, String), u32>,
+}
+
+struct Filters<F: Filter> {
+    configs: HashMap<u32, Rc<F::Config>>,
+    streams: HashMap<u32, F>,
+}
+
+thread_local! {
+    static INSTANCE: RefCell<Instance> = RefCell::new(Instance::default());
+}
+
+/// Swaps this thread's instance state with `other` (the test harness keeps one per harness).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn swap_instance(other: &mut Instance) {
+    INSTANCE.with(|i| std::mem::swap(&mut *i.borrow_mut(), other));
+}
+
+fn core<R>(f: impl FnOnce(&mut Core) -> R) -> R {
+    INSTANCE.with(|i| f(&mut i.borrow_mut().core))
+}
+
+fn filters<F: Filter, R>(f: impl FnOnce(&mut Filters<F>) -> R) -> R {
+    INSTANCE.with(|i| {
+        let mut instance = i.borrow_mut();
+        let slot = instance.filters.get_or_insert_with(|| {
+            Box::new(Filters::<F> {
+                configs: HashMap::new(),
+                streams: HashMap::new(),
+            })
+        });
+        match slot.downcast_mut::<Filters<F>>() {
+            Some(filters) => f(filters),
+            None => {
+                // One module exports one filter type; a second type cannot happen through
+                // `export_filter!`, but a harness reused across types could do it.
+                *slot = Box::new(Filters::<F> {
+                    configs: HashMap::new(),
+                    streams: HashMap::new(),
+                });
+                match slot.downcast_mut::<Filters<F>>() {
+                    Some(filters) => f(filters),
+                    None => unreachable!("just stored Filters<F>"),
+                }
+            }
+        }
+    })
+}
+
+/// Runs `f` on the filter of stream `ctx` (taken out of the map for the call, so the filter may
+/// call back into the SDK). `None` for an unknown context.
+fn with_filter<F: Filter, R>(ctx: u32, f: impl FnOnce(&mut F) -> R) -> Option<R> {
+    let mut filter = filters::<F, _>(|fs| fs.streams.remove(&ctx))?;
+    let previous = core(|c| std::mem::replace(&mut c.current, ctx));
+    let result = f(&mut filter);
+    core(|c| c.current = previous);
+    filters::<F, _>(|fs| fs.streams.insert(ctx, filter));
+    Some(result)
+}
+
+/// The id of metric `name` of type `kind`, defined through `define` the first time.
+pub(crate) fn metric_id(
+    kind: u32,
+    name: &str,
+    define: impl FnOnce() -> Result<u32>,
+) -> Result<u32> {
+    let key = (kind, name.to_owned());
+    if let Some(id) = core(|c| c.metrics.get(&key).copied()) {
+        return Ok(id);
+    }
+    let id = define()?;
+    core(|c| c.metrics.insert(key, id));
+    Ok(id)
+}
+
+/// Records the callout `token` as sent by the running stream.
+pub(crate) fn callout_sent(token: u32) {
+    core(|c| {
+        if c.current != 0 {
+            c.callouts.insert(token, c.current);
+        }
+    });
+}
+
+fn now_nanos() -> u64 {
+    host(|h| h.current_time_nanos()).unwrap_or(0)
+}
+
+/// What a phase's result means for the host: `0` continue, `1` pause.
+fn finish_phase(
+    ctx: u32,
+    side: StreamType,
+    result: Result<Action>,
+    delay: Option<Duration>,
+) -> u32 {
+    match result {
+        Ok(Action::Continue) => 0,
+        Ok(Action::Pause) => {
+            if let Some(delay) = delay {
+                schedule(ctx, delay);
+            }
+            core(|c| c.paused.insert(ctx, side));
+            1
+        }
+        Err(e) => {
+            hostfns::log(LogLevel::Error, &format!("filter error: {e}"));
+            let body = format!("filter error: {e}\n");
+            let _ = host(|h| {
+                h.send_local_response(
+                    500,
+                    "weft_sdk_filter_error",
+                    body.as_bytes(),
+                    &[("content-type", b"text/plain".as_slice())],
+                )
+            });
+            1
+        }
+    }
+}
+
+fn schedule(ctx: u32, delay: Duration) {
+    let deadline = now_nanos().saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX));
+    let root = core(|c| {
+        let root = c.stream_root.get(&ctx).copied().unwrap_or(0);
+        c.delays.entry(root).or_default().push((deadline, ctx));
+        root
+    });
+    program_tick(root);
+}
+
+/// Sets the root's tick to fire at its earliest delay (or stops it).
+fn program_tick(root: u32) {
+    let earliest = core(|c| {
+        c.delays
+            .get(&root)
+            .and_then(|d| d.iter().map(|(t, _)| *t).min())
+    });
+    let period = match earliest {
+        None => 0,
+        Some(deadline) => {
+            let millis = deadline.saturating_sub(now_nanos()).div_ceil(1_000_000);
+            u32::try_from(millis).unwrap_or(u32::MAX).max(1)
+        }
+    };
+    let _ = host(|h| h.set_tick_period(period));
+}
+
+fn resume(ctx: u32) {
+    if let Some(side) = core(|c| c.paused.remove(&ctx)) {
+        let _ = host(|h| h.continue_stream(side));
+    }
+}
+
+/// The callbacks, called by the exports [`export_filter!`](crate::export_filter) generates.
+#[doc(hidden)]
+pub mod exports {
+    use super::*;
+
+    /// `proxy_on_context_create`.
+    pub fn on_context_create<F: Filter>(ctx: u32, parent: u32) {
+        if parent == 0 {
+            return;
+        }
+        core(|c| c.stream_root.insert(ctx, parent));
+        filters::<F, _>(|fs| {
+            if let Some(config) = fs.configs.get(&parent).cloned() {
+                fs.streams.insert(ctx, F::new(&config));
+            }
+        });
+    }
+
+    /// `proxy_on_vm_start`.
+    pub fn on_vm_start(_root: u32, _size: usize) -> u32 {
+        1
+    }
+
+    /// `proxy_on_configure`: parses the configuration and runs [`Filter::configure`]; a bad
+    /// one is logged with its field path and refused.
+    pub fn on_configure<F: Filter>(root: u32, size: usize) -> u32 {
+        match crate::parse_config::<F>(&configuration(size)) {
+            Ok(config) => {
+                filters::<F, _>(|fs| fs.configs.insert(root, Rc::new(config)));
+                1
+            }
+            Err(message) => {
+                hostfns::log(
+                    LogLevel::Error,
+                    &format!("invalid configuration: {message}"),
+                );
+                0
+            }
+        }
+    }
+
+    fn configuration(size: usize) -> Vec<u8> {
+        if size == 0 {
+            return Vec::new();
+        }
+        host(|h| h.get_buffer(BufferType::PluginConfiguration, 0, size)).unwrap_or_default()
+    }
+
+    /// `proxy_on_request_headers`.
+    pub fn on_request_headers<F: Filter>(ctx: u32, _headers: usize, end_of_stream: u32) -> u32 {
+        let mut request = Request {
+            body_size: 0,
+            end_of_stream: end_of_stream != 0,
+            delay: None,
+        };
+        match with_filter::<F, _>(ctx, |f| f.on_request_headers(&mut request)) {
+            Some(result) => finish_phase(ctx, StreamType::HttpRequest, result, request.delay),
+            None => 0,
+        }
+    }
+
+    /// `proxy_on_request_body`.
+    pub fn on_request_body<F: Filter>(ctx: u32, size: usize, end_of_stream: u32) -> u32 {
+        let mut request = Request {
+            body_size: size,
+            end_of_stream: end_of_stream != 0,
+            delay: None,
+        };
+        match with_filter::<F, _>(ctx, |f| f.on_request_body(&mut request)) {
+            Some(result) => finish_phase(ctx, StreamType::HttpRequest, result, request.delay),
+            None => 0,
+        }
+    }
+
+    /// `proxy_on_response_headers`.
+    pub fn on_response_headers<F: Filter>(ctx: u32, _headers: usize, end_of_stream: u32) -> u32 {
+        let mut response = Response {
+            body_size: 0,
+            end_of_stream: end_of_stream != 0,
+        };
+        match with_filter::<F, _>(ctx, |f| f.on_response_headers(&mut response)) {
+            Some(result) => finish_phase(ctx, StreamType::HttpResponse, result, None),
+            None => 0,
+        }
+    }
+
+    /// `proxy_on_response_body`.
+    pub fn on_response_body<F: Filter>(ctx: u32, size: usize, end_of_stream: u32) -> u32 {
+        let mut response = Response {
+            body_size: size,
+            end_of_stream: end_of_stream != 0,
+        };
+        match with_filter::<F, _>(ctx, |f| f.on_response_body(&mut response)) {
+            Some(result) => finish_phase(ctx, StreamType::HttpResponse, result, None),
+            None => 0,
+        }
+    }
+
+    /// `proxy_on_request_trailers` / `proxy_on_response_trailers`: trailers pass.
+    pub fn on_trailers(_ctx: u32, _count: usize) -> u32 {
+        0
+    }
+
+    /// `proxy_on_log`.
+    pub fn on_log<F: Filter>(ctx: u32) {
+        with_filter::<F, _>(ctx, |f| f.on_log(&Log::default()));
+    }
+
+    /// `proxy_on_done`.
+    pub fn on_done(_ctx: u32) -> u32 {
+        1
+    }
+
+    /// `proxy_on_delete`.
+    pub fn on_delete<F: Filter>(ctx: u32) {
+        filters::<F, _>(|fs| {
+            fs.streams.remove(&ctx);
+            fs.configs.remove(&ctx);
+        });
+        core(|c| {
+            c.paused.remove(&ctx);
+            if let Some(root) = c.stream_root.remove(&ctx)
+                && let Some(delays) = c.delays.get_mut(&root)
+            {
+                delays.retain(|(_, s)| *s != ctx);
+            }
+            c.callouts.retain(|_, s| *s != ctx);
+            c.delays.remove(&ctx);
+        });
+    }
+
+    /// `proxy_on_tick`: lets delayed streams whose time has come go on.
+    pub fn on_tick(root: u32) {
+        let now = now_nanos();
+        let due: Vec<u32> = core(|c| {
+            let Some(delays) = c.delays.get_mut(&root) else {
+                return Vec::new();
+            };
+            let due = delays
+                .iter()
+                .filter(|(t, _)| *t <= now)
+                .map(|(_, s)| *s)
+                .collect();
+            delays.retain(|(t, _)| *t > now);
+            due
+        });
+        for ctx in due {
+            if host(|h| h.set_effective_context(ctx)).is_ok() {
+                resume(ctx);
+            }
+        }
+        let _ = host(|h| h.set_effective_context(root));
+        program_tick(root);
+    }
+
+    /// `proxy_on_http_call_response`: the answer goes to the stream that sent the call.
+    pub fn on_http_call_response<F: Filter>(
+        _root: u32,
+        token: u32,
+        headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some(ctx) = core(|c| c.callouts.remove(&token)) else {
+            return;
+        };
+        if host(|h| h.set_effective_context(ctx)).is_err() {
+            return;
+        }
+        let response = match CallResponse::read(headers, body_size) {
+            Ok(response) => response,
+            Err(e) => {
+                hostfns::log(LogLevel::Warn, &format!("reading callout answer: {e}"));
+                CallResponse::default()
+            }
+        };
+        let mut request = Request::default();
+        let result = with_filter::<F, _>(ctx, |f| {
+            f.on_http_call_response(&mut request, token, response)
+        });
+        match result {
+            Some(Ok(Action::Continue)) => resume(ctx),
+            Some(Ok(Action::Pause)) => {
+                if let Some(delay) = request.delay {
+                    schedule(ctx, delay);
+                }
+            }
+            Some(Err(e)) => {
+                let side = core(|c| c.paused.remove(&ctx)).unwrap_or(StreamType::HttpRequest);
+                finish_phase(ctx, side, Err(e), None);
+            }
+            None => {}
+        }
+    }
+
+    /// `proxy_on_memory_allocate`.
+    pub fn on_memory_allocate(size: usize) -> *mut u8 {
+        crate::ffi::allocate(size)
+    }
+}
+
+/// Generates the proxy-wasm v0.2.1 exports of a module whose filter is `$filter` (a type
+/// implementing [`Filter`](crate::Filter)). Use it once, in the filter crate's `lib.rs`.
+#[macro_export]
+macro_rules! export_filter {
+    ($filter:ty) => {
+        const _: () = {
+            use $crate::__private as sdk;
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+                sdk::on_memory_allocate(size)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_context_create(ctx: u32, parent: u32) {
+                sdk::on_context_create::<$filter>(ctx, parent)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_vm_start(root: u32, size: usize) -> u32 {
+                sdk::on_vm_start(root, size)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_configure(root: u32, size: usize) -> u32 {
+                sdk::on_configure::<$filter>(root, size)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_tick(root: u32) {
+                sdk::on_tick(root)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_request_headers(ctx: u32, n: usize, eos: u32) -> u32 {
+                sdk::on_request_headers::<$filter>(ctx, n, eos)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_request_body(ctx: u32, size: usize, eos: u32) -> u32 {
+                sdk::on_request_body::<$filter>(ctx, size, eos)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_request_trailers(ctx: u32, n: usize) -> u32 {
+                sdk::on_trailers(ctx, n)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_response_headers(ctx: u32, n: usize, eos: u32) -> u32 {
+                sdk::on_response_headers::<$filter>(ctx, n, eos)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_response_body(ctx: u32, size: usize, eos: u32) -> u32 {
+                sdk::on_response_body::<$filter>(ctx, size, eos)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_response_trailers(ctx: u32, n: usize) -> u32 {
+                sdk::on_trailers(ctx, n)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_http_call_response(
+                root: u32,
+                token: u32,
+                headers: usize,
+                body: usize,
+                trailers: usize,
+            ) {
+                sdk::on_http_call_response::<$filter>(root, token, headers, body, trailers)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_log(ctx: u32) {
+                sdk::on_log::<$filter>(ctx)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_done(ctx: u32) -> u32 {
+                sdk::on_done(ctx)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn proxy_on_delete(ctx: u32) {
+                sdk::on_delete::<$filter>(ctx)
+            }
+        };
+    };
+}

@@ -1,0 +1,320 @@
+//! The views a filter's phases get: [`Request`], [`Response`], [`Log`] and a callout's
+//! [`CallResponse`]. They are thin handles: every read and write is a host call on the stream
+//! the phase runs for.
+
+use std::time::Duration;
+
+use weft_abi::{Action, BufferType, MapType, decode_property_i64};
+
+use crate::error::Result;
+use crate::ffi::host;
+use crate::host::{property, property_string, set_property};
+
+/// The property a filter sets to choose the upstream cluster (weft's routing).
+pub const UPSTREAM_CLUSTER: &[&str] = &["weft", "upstream_cluster"];
+/// The property with the verified mTLS identity (SPIFFE URI) of the downstream peer.
+pub const PEER_PRINCIPAL: &[&str] = &["weft", "peer_principal"];
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn get(map: MapType, name: &str) -> Result<Option<String>> {
+    Ok(host(|h| h.get_map_value(map, name))?.map(text))
+}
+
+fn all(map: MapType) -> Result<Vec<(String, String)>> {
+    let pairs = host(|h| h.get_map(map))?;
+    Ok(pairs.into_iter().map(|(k, v)| (k, text(v))).collect())
+}
+
+fn reply(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<Action> {
+    let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+    host(|h| h.send_local_response(u32::from(status), "weft_sdk_local_reply", body, &headers))?;
+    Ok(Action::Pause)
+}
+
+fn body(kind: BufferType, size: usize) -> Result<Vec<u8>> {
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    host(|h| h.get_buffer(kind, 0, size))
+}
+
+/// The request, in a request phase (headers or body) or a callout's answer.
+#[derive(Debug, Default)]
+pub struct Request {
+    pub(crate) body_size: usize,
+    pub(crate) end_of_stream: bool,
+    pub(crate) delay: Option<Duration>,
+}
+
+impl Request {
+    /// The first value of header `name` (lowercase), if present.
+    pub fn header(&self, name: &str) -> Result<Option<String>> {
+        get(MapType::HttpRequestHeaders, name)
+    }
+
+    /// Every header, pseudo-headers (`:method`, `:path`, `:authority`, `:scheme`) first.
+    pub fn headers(&self) -> Result<Vec<(String, String)>> {
+        all(MapType::HttpRequestHeaders)
+    }
+
+    /// Sets header `name` to `value`, replacing every earlier value.
+    pub fn set_header(&mut self, name: &str, value: &str) -> Result<()> {
+        host(|h| h.replace_map_value(MapType::HttpRequestHeaders, name, value.as_bytes()))
+    }
+
+    /// Adds a value for header `name`, keeping earlier ones.
+    pub fn add_header(&mut self, name: &str, value: &str) -> Result<()> {
+        host(|h| h.add_map_value(MapType::HttpRequestHeaders, name, value.as_bytes()))
+    }
+
+    /// Removes header `name`.
+    pub fn remove_header(&mut self, name: &str) -> Result<()> {
+        host(|h| h.remove_map_value(MapType::HttpRequestHeaders, name))
+    }
+
+    /// `:method`.
+    pub fn method(&self) -> Result<String> {
+        Ok(self.header(":method")?.unwrap_or_default())
+    }
+
+    /// `:path`, with the query.
+    pub fn path(&self) -> Result<String> {
+        Ok(self.header(":path")?.unwrap_or_default())
+    }
+
+    /// Rewrites `:path` (what the upstream sees).
+    pub fn set_path(&mut self, path: &str) -> Result<()> {
+        self.set_header(":path", path)
+    }
+
+    /// `:authority` (the `Host` header on HTTP/1.1).
+    pub fn authority(&self) -> Result<Option<String>> {
+        self.header(":authority")
+    }
+
+    /// The body bytes this phase sees (empty in the headers phase).
+    pub fn body(&self) -> Result<Vec<u8>> {
+        body(BufferType::HttpRequestBody, self.body_size)
+    }
+
+    /// Replaces the body bytes this phase sees.
+    pub fn set_body(&mut self, body: &[u8]) -> Result<()> {
+        host(|h| h.set_buffer(BufferType::HttpRequestBody, 0, self.body_size, body))?;
+        self.body_size = body.len();
+        Ok(())
+    }
+
+    /// Whether nothing follows what this phase sees.
+    pub fn end_of_stream(&self) -> bool {
+        self.end_of_stream
+    }
+
+    /// Answers the request here: the upstream is never reached and the rest of the chain is
+    /// skipped. Return the [`Action`] it gives.
+    pub fn respond(
+        &mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Action> {
+        reply(status, headers, body)
+    }
+
+    /// The downstream's verified mTLS identity (its SPIFFE URI), if it presented one.
+    pub fn peer_principal(&self) -> Result<Option<String>> {
+        property_string(PEER_PRINCIPAL)
+    }
+
+    /// The downstream's address, `ip:port`.
+    pub fn client_address(&self) -> Result<Option<String>> {
+        property_string(&["source", "address"])
+    }
+
+    /// Sends the request to cluster `name` (weft's `weft.upstream_cluster` property).
+    pub fn set_cluster(&mut self, name: &str) -> Result<()> {
+        set_property(UPSTREAM_CLUSTER, name.as_bytes())
+    }
+
+    /// The cluster a filter chose so far, if any.
+    pub fn cluster(&self) -> Result<Option<String>> {
+        property_string(UPSTREAM_CLUSTER)
+    }
+
+    /// Holds the request for `duration` without blocking anything else, then lets it go on.
+    /// Return the [`Action`] it gives.
+    pub fn delay(&mut self, duration: Duration) -> Action {
+        self.delay = Some(duration);
+        Action::Pause
+    }
+}
+
+/// The response, in a response phase (headers or body).
+#[derive(Debug, Default)]
+pub struct Response {
+    pub(crate) body_size: usize,
+    pub(crate) end_of_stream: bool,
+}
+
+impl Response {
+    /// `:status`, if the host has it as a number.
+    pub fn status(&self) -> Result<Option<u16>> {
+        Ok(get(MapType::HttpResponseHeaders, ":status")?.and_then(|s| s.parse().ok()))
+    }
+
+    /// The first value of header `name` (lowercase), if present.
+    pub fn header(&self, name: &str) -> Result<Option<String>> {
+        get(MapType::HttpResponseHeaders, name)
+    }
+
+    /// Every header, `:status` first.
+    pub fn headers(&self) -> Result<Vec<(String, String)>> {
+        all(MapType::HttpResponseHeaders)
+    }
+
+    /// Sets header `name` to `value`, replacing every earlier value.
+    pub fn set_header(&mut self, name: &str, value: &str) -> Result<()> {
+        host(|h| h.replace_map_value(MapType::HttpResponseHeaders, name, value.as_bytes()))
+    }
+
+    /// Adds a value for header `name`, keeping earlier ones.
+    pub fn add_header(&mut self, name: &str, value: &str) -> Result<()> {
+        host(|h| h.add_map_value(MapType::HttpResponseHeaders, name, value.as_bytes()))
+    }
+
+    /// Removes header `name`.
+    pub fn remove_header(&mut self, name: &str) -> Result<()> {
+        host(|h| h.remove_map_value(MapType::HttpResponseHeaders, name))
+    }
+
+    /// The body bytes this phase sees (empty in the headers phase).
+    pub fn body(&self) -> Result<Vec<u8>> {
+        body(BufferType::HttpResponseBody, self.body_size)
+    }
+
+    /// Replaces the body bytes this phase sees.
+    pub fn set_body(&mut self, body: &[u8]) -> Result<()> {
+        host(|h| h.set_buffer(BufferType::HttpResponseBody, 0, self.body_size, body))?;
+        self.body_size = body.len();
+        Ok(())
+    }
+
+    /// Whether nothing follows what this phase sees.
+    pub fn end_of_stream(&self) -> bool {
+        self.end_of_stream
+    }
+
+    /// Replaces the response with a local one (in the response headers phase).
+    pub fn respond(
+        &mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Action> {
+        reply(status, headers, body)
+    }
+}
+
+/// The finished exchange, in [`Filter::on_log`](crate::Filter::on_log): what an access log or
+/// a metric needs.
+#[derive(Debug, Default)]
+pub struct Log {
+    _private: (),
+}
+
+impl Log {
+    /// The first value of request header `name`.
+    pub fn request_header(&self, name: &str) -> Result<Option<String>> {
+        get(MapType::HttpRequestHeaders, name)
+    }
+
+    /// The first value of response header `name`.
+    pub fn response_header(&self, name: &str) -> Result<Option<String>> {
+        get(MapType::HttpResponseHeaders, name)
+    }
+
+    /// The response status, if there was a response.
+    pub fn status(&self) -> Result<Option<u16>> {
+        Ok(property(&["response", "code"])?
+            .and_then(|v| decode_property_i64(&v).ok())
+            .and_then(|code| u16::try_from(code).ok()))
+    }
+
+    /// How long the exchange took, if the host knows.
+    pub fn duration(&self) -> Result<Option<Duration>> {
+        Ok(property(&["request", "duration"])?
+            .and_then(|v| decode_property_i64(&v).ok())
+            .map(|nanos| Duration::from_nanos(nanos.max(0).unsigned_abs())))
+    }
+
+    /// Request body bytes received.
+    pub fn request_size(&self) -> Result<Option<u64>> {
+        self.size(&["request", "size"])
+    }
+
+    /// Response body bytes sent.
+    pub fn response_size(&self) -> Result<Option<u64>> {
+        self.size(&["response", "size"])
+    }
+
+    fn size(&self, path: &[&str]) -> Result<Option<u64>> {
+        Ok(property(path)?
+            .and_then(|v| decode_property_i64(&v).ok())
+            .map(|n| n.max(0).unsigned_abs()))
+    }
+
+    /// The upstream cluster the request went to.
+    pub fn cluster(&self) -> Result<Option<String>> {
+        match property_string(&["xds", "cluster_name"])? {
+            Some(name) => Ok(Some(name)),
+            None => property_string(UPSTREAM_CLUSTER),
+        }
+    }
+
+    /// The downstream's verified mTLS identity, if any.
+    pub fn peer_principal(&self) -> Result<Option<String>> {
+        property_string(PEER_PRINCIPAL)
+    }
+}
+
+/// The answer to an [`HttpCall`](crate::HttpCall).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallResponse {
+    /// The status; `None` when the call failed (refused, reset or timed out).
+    pub status: Option<u16>,
+    /// The headers, `:status` included.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl CallResponse {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Reads the answer the host delivers in `proxy_on_http_call_response`.
+    pub(crate) fn read(headers: usize, body_size: usize) -> Result<CallResponse> {
+        let headers = if headers == 0 {
+            Vec::new()
+        } else {
+            all(MapType::HttpCallResponseHeaders)?
+        };
+        let status = headers
+            .iter()
+            .find(|(k, _)| k == ":status")
+            .and_then(|(_, v)| v.parse().ok());
+        let body = body(BufferType::HttpCallResponseBody, body_size)?;
+        Ok(CallResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
