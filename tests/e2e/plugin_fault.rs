@@ -1,0 +1,1 @@
+//! End-to-end tests of the built-in `fault` plugin (`builtin://fault`) through the proxy.

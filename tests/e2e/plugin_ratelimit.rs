@@ -1,0 +1,1 @@
+//! End-to-end tests of the built-in `ratelimit` plugin (`builtin://ratelimit`) through the proxy.
