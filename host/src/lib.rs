@@ -23,6 +23,7 @@ pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod runtime;
+pub mod scaffold;
 pub mod tls;
 pub mod upstream;
 pub mod wasm;

@@ -9,6 +9,7 @@ use weft_host::{
     app::{App, AppOptions},
     config::model::DurationSpec,
     demo,
+    scaffold::{self, SdkSource},
 };
 
 /// weft: a WebAssembly-extensible programmable proxy.
@@ -25,6 +26,28 @@ enum Command {
     Proxy(ProxyArgs),
     /// Quick start: a demo upstream and a proxy in front of it, on embedded defaults.
     Up(UpArgs),
+    /// Work with plugins (Wasm filters).
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Write a ready-to-build filter crate: a cdylib on the weft SDK, one filter, one test.
+    New(PluginNewArgs),
+}
+
+#[derive(clap::Args)]
+struct PluginNewArgs {
+    /// The plugin's name: lowercase letters, digits and `-` (also the crate's name).
+    name: String,
+    /// Directory to create (default: ./NAME).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Path of a weft-sdk checkout to depend on (default: the SDK next to this build's
+    /// sources if present, else the weft repository).
+    #[arg(long, value_name = "PATH")]
+    sdk: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -88,6 +111,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Proxy(args) => proxy(args).await,
             Command::Up(args) => up(args).await,
+            Command::Plugin(PluginCommand::New(args)) => plugin_new(args),
         }
     });
     match result {
@@ -137,6 +161,26 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let result = run(options).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+fn plugin_new(args: PluginNewArgs) -> anyhow::Result<()> {
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
+    let sdk = match args.sdk {
+        Some(path) => {
+            let path = path
+                .canonicalize()
+                .with_context(|| format!("--sdk {}", path.display()))?;
+            SdkSource::Path(path)
+        }
+        None => SdkSource::default_for_this_build(),
+    };
+    scaffold::new_plugin(&args.name, &dir, &sdk)?;
+    println!("created {} (plugin `{}`)", dir.display(), args.name);
+    println!("  cd {}", dir.display());
+    println!("  cargo test                                     # native unit test");
+    println!("  cargo build --release --target wasm32-wasip1   # the .wasm");
+    println!("  weft proxy --config weft.yaml                  # run it");
+    Ok(())
 }
 
 /// Runs the proxy until SIGTERM or Ctrl-C, reloading on SIGHUP.

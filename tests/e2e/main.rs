@@ -20,5 +20,6 @@ mod proxy;
 mod rejections;
 mod reload;
 mod routing;
+mod sdk;
 mod state;
 mod tls;
