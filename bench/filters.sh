@@ -9,8 +9,11 @@
 #
 # Env: RATE (5000 req/s), CONNS (32), DURATION (10 s), WARMUP (2 s), ROUNDS (3),
 #      FILTERS ("0 1 5": pass-through filters per weft process; 0 = an empty FilterChain,
-#      `none` = a listener without filterChain), LOAD (open | closed | both; default open),
+#      `none` = a listener without filterChain, `builtins` = the five built-in plugins chained
+#      as issue 4's benchmark asks, requests carrying a valid HS256 JWT; SCENARIO=plugins runs
+#      "0 builtins"), LOAD (open | closed | both; default open),
 #      IDLE (3 s of idle CPU measured per target), TARGET_US (1.5: the budget per filter),
+#      TARGET_BUILTINS_US (15: the budget of the builtins chain over the empty chain),
 #      WASM_TARGET (wasm32-wasip1 | wasm32-unknown-unknown), WEFT_BIN, LOADGEN_BIN,
 #      PASSTHROUGH_WASM (skip the respective builds), KEEP_TMP=1.
 set -euo pipefail
@@ -24,6 +27,7 @@ FILTERS=${FILTERS:-0 1 5}
 LOAD=${LOAD:-open}
 IDLE=${IDLE:-3}
 TARGET_US=${TARGET_US:-1.5}
+TARGET_BUILTINS_US=${TARGET_BUILTINS_US:-15}
 WASM_TARGET=${WASM_TARGET:-wasm32-wasip1}
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,7 +39,7 @@ for v in RATE CONNS DURATION WARMUP IDLE; do
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $RATE -gt 0 && $CONNS -gt 0 ]] || die "ROUNDS, RATE and CONNS must be positive"
 for n in $FILTERS; do
-    [[ $n =~ ^([0-9]+|none)$ ]] || die "FILTERS lists filter counts or 'none' (got '$n')"
+    [[ $n =~ ^([0-9]+|none|builtins)$ ]] || die "FILTERS lists filter counts, 'none' or 'builtins' (got '$n')"
 done
 case "$LOAD" in open) LOADS=(open) ;; closed) LOADS=(closed) ;; both) LOADS=(open closed) ;;
     *) die "LOAD must be open, closed or both (got '$LOAD')" ;; esac
@@ -46,6 +50,12 @@ for tool in python3 curl rustc cargo "$NGINX"; do
 done
 [[ $LOAD == open ]] || command -v wrk >/dev/null || die "wrk not found (needed for LOAD=$LOAD)"
 init_tmp
+
+# The builtins chain needs a valid JWT; every target gets the same request headers.
+AUTH_HEADER=""
+if [[ " $FILTERS " == *" builtins "* ]]; then
+    AUTH_HEADER="authorization: Bearer $(bench_jwt)"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 1. weft, the load generator and the pass-through module.
@@ -103,7 +113,8 @@ for i in "${!COUNTS[@]}"; do
     log "$name pid $pid on 127.0.0.1:$port (admin $admin)"
     TARGETS+=("$name:$port:$pid")
     WEFT_NAMES+=("$name:$admin")
-    [[ $n == none ]] || COUNTS_JSON+="\"$name\": $n, "
+    case $n in none) ;; builtins) COUNTS_JSON+="\"$name\": \"builtins\", " ;;
+        *) COUNTS_JSON+="\"$name\": $n, " ;; esac
 done
 
 start_nginx "$TMP/nginx"
@@ -114,7 +125,8 @@ TARGETS+=("nginx:$NGINX_PORT:$NGINX_PID")
 
 for t in "${TARGETS[@]}"; do
     IFS=: read -r name port _ <<<"$t"
-    body=$(curl -fsS -D "$TMP/$name.headers" --max-time 5 "http://127.0.0.1:$port/") ||
+    body=$(curl -fsS -D "$TMP/$name.headers" --max-time 5 ${AUTH_HEADER:+-H "$AUTH_HEADER"} \
+        "http://127.0.0.1:$port/") ||
         die "$name: request failed (see $TMP/$name/stderr.log)"
     [[ $body == ok ]] || die "$name: unexpected body '$body'"
 done
@@ -122,9 +134,10 @@ done
 for w in "${WEFT_NAMES[@]}"; do
     IFS=: read -r name admin <<<"$w"
     [[ $name == weft-0 || $name == weft-none ]] && continue
+    plugin=$([[ $name == weft-builtins ]] && echo router || echo passthrough)
     created=$(curl -fsS --max-time 5 "http://127.0.0.1:$admin/stats/prometheus" |
-        awk '/^weft_plugin_instances_created_total\{.*plugin="passthrough"/ {s += $NF} END {print s + 0}')
-    [[ $created -gt 0 ]] || die "$name: no passthrough instance was started (see $TMP/$name/stderr.log)"
+        awk -v p="plugin=\"$plugin\"" 'index($0, "weft_plugin_instances_created_total{") == 1 && index($0, p) {s += $NF} END {print s + 0}')
+    [[ $created -gt 0 ]] || die "$name: no $plugin instance was started (see $TMP/$name/stderr.log)"
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -147,12 +160,14 @@ done
 # 5. Load: rounds of every target, the starting target rotating from round to round.
 # ---------------------------------------------------------------------------------------------
 LOAD_MODE=open
-load_cmd() { # $1 = port, $2 = seconds
+load_cmd() { # $1 = port, $2 = seconds; one argument per line
     if [[ $LOAD_MODE == open ]]; then
-        echo "$LOADGEN_BIN" --url "http://127.0.0.1:$1/" --rate "$RATE" --duration "$2" \
+        printf '%s\n' "$LOADGEN_BIN" --url "http://127.0.0.1:$1/" --rate "$RATE" --duration "$2" \
             --connections "$CONNS"
+        [[ -z $AUTH_HEADER ]] || printf '%s\n' --header "$AUTH_HEADER"
     else
-        echo wrk -t1 "-c$CONNS" "-d${2}s" --latency "http://127.0.0.1:$1/"
+        printf '%s\n' wrk -t1 "-c$CONNS" "-d${2}s" --latency "http://127.0.0.1:$1/"
+        [[ -z $AUTH_HEADER ]] || printf '%s\n' -H "$AUTH_HEADER"
     fi
 }
 
@@ -180,7 +195,7 @@ for w in "${WEFT_NAMES[@]}"; do
     curl -fsS --max-time 5 "http://127.0.0.1:$admin/stats/prometheus" >"$TMP/$name/metrics.txt" || true
     warn=$(grep -cE '\b(WARN|ERROR)\b' "$TMP/$name/stderr.log" || true)
     WARNINGS=$((WARNINGS + warn))
-    plugin=$({ grep -E '^weft_plugin_[a-z_]+\{[^}]*plugin="passthrough"' "$TMP/$name/metrics.txt" || true; } |
+    plugin=$({ grep -E '^weft_plugin_[a-z_]+\{[^}]*plugin="[a-z-]+"' "$TMP/$name/metrics.txt" || true; } |
         python3 -c 'import json, sys; print(json.dumps(dict(l.rsplit(None, 1) for l in sys.stdin)))')
     PLUGIN_JSON+="\"$name\": {\"log_warnings_or_errors\": $warn, \"plugin_metrics\": $plugin}, "
 done
@@ -191,7 +206,7 @@ mkdir -p "$OUT_DIR"
 OUT_JSON="$OUT_DIR/filters-$STAMP.json"
 LOAD_COMMANDS=""
 for LOAD_MODE in "${LOADS[@]}"; do
-    LOAD_COMMANDS+="\"$LOAD_MODE\": \"$(load_cmd PORT "$DURATION")\", "
+    LOAD_COMMANDS+="\"$LOAD_MODE\": \"$(load_cmd PORT "$DURATION" | sed 's/Bearer .*/Bearer JWT/' | paste -sd' ')\", "
 done
 python3 - "$TMP/meta.json" <<PY
 import hashlib, json, platform, subprocess, sys
@@ -215,6 +230,7 @@ meta = {
     "targets": [t.split(":")[0] for t in "${TARGETS[*]}".split()],
     "filter_counts": {$COUNTS_JSON},
     "target_cpu_us_per_filter": $TARGET_US,
+    "target_cpu_us_builtins": $TARGET_BUILTINS_US,
     "idle_cpu_cores": {$IDLE_JSON},
     "cpu_accounting": "utime+stime from /proc/PID/stat summed over the process tree, delta over the measured run, / requests completed",
     "module": {"path": "$PASSTHROUGH_WASM", "target": "$WASM_TARGET", "bytes": len(wasm),

@@ -143,10 +143,79 @@ build_passthrough() {
     PASSTHROUGH_WASM=$(cd "$(dirname "$PASSTHROUGH_WASM")" && pwd)/$(basename "$PASSTHROUGH_WASM")
 }
 
+# The issue-4 chain: the five built-in plugins in front of the upstream — telemetry (metrics,
+# traceparent, x-request-id; no access log), auth (an HS256 JWT, see bench_jwt), ratelimit
+# (per client IP, never reached), fault (abort 100% but only with a header the load never
+# sends), router (20 prefix routes, the request matching the last one).
+BENCH_JWT_SECRET=weft-bench-secret
+BENCH_JWT_ISSUER=https://bench.weft.example
+BENCH_JWT_AUDIENCE=bench
+builtins_config() { # $1 = port, $2 = upstream port
+    local i p
+    printf 'apiVersion: weft/v1\nkind: Cluster\nmetadata: {name: upstream}\nspec:\n  endpoints: ["127.0.0.1:%s"]\n' "$2"
+    for p in telemetry auth ratelimit fault router; do
+        printf -- '---\napiVersion: weft/v1\nkind: Plugin\nmetadata: {name: %s}\nspec: {url: "builtin://%s"}\n' "$p" "$p"
+    done
+    cat <<YAML
+---
+apiVersion: weft/v1
+kind: FilterChain
+metadata: {name: bench}
+spec:
+  filters:
+    - plugin: telemetry
+    - plugin: auth
+      config:
+        jwt:
+          issuer: $BENCH_JWT_ISSUER
+          audiences: [$BENCH_JWT_AUDIENCE]
+          keys: [{kid: k1, alg: HS256, secret: $BENCH_JWT_SECRET}]
+    - plugin: ratelimit
+      config: {key: client_ip, rate: 1000000/s, burst: 1000000}
+    - plugin: fault
+      config: {abort: {status: 503, percent: 100}, headerTrigger: x-bench-fault}
+    - plugin: router
+      config:
+        routes:
+YAML
+    for ((i = 1; i <= 19; i++)); do
+        echo "          - {match: {prefix: /service-$i/}, cluster: upstream}"
+    done
+    cat <<YAML
+          - {match: {prefix: /}, cluster: upstream}
+---
+apiVersion: weft/v1
+kind: Listener
+metadata: {name: bench}
+spec:
+  address: 127.0.0.1:$1
+  defaultCluster: upstream
+  filterChain: bench
+YAML
+}
+
+# An HS256 JWT the builtins chain accepts, valid for a day.
+bench_jwt() {
+    python3 - "$BENCH_JWT_SECRET" "$BENCH_JWT_ISSUER" "$BENCH_JWT_AUDIENCE" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+secret, iss, aud = sys.argv[1:4]
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode())
+body = b64(json.dumps({"iss": iss, "aud": aud, "sub": "bench",
+                       "exp": int(time.time()) + 86400}).encode())
+sig = b64(hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+print(f"{head}.{body}.{sig}")
+PY
+}
+
 # weft's config: one Cluster (the upstream) and one Listener whose FilterChain runs N
 # `passthrough` filters (p1..pN of one Plugin; 0 = `filters: []`), or `none`: a Listener
 # without filterChain (no Plugin, no FilterChain).
-weft_config() { # $1 = filter count or none, $2 = port, $3 = upstream port, $4 = passthrough.wasm
+weft_config() { # $1 = filter count, none or builtins, $2 = port, $3 = upstream port, $4 = passthrough.wasm
+    if [[ $1 == builtins ]]; then
+        builtins_config "$2" "$3"
+        return
+    fi
     cat <<EOF
 apiVersion: weft/v1
 kind: Cluster
@@ -305,7 +374,7 @@ run_load() { # $1 = output file, $2... = command
     return "$rc"
 }
 
-# One measured run: `load_cmd PORT SECONDS` (defined by the caller) for WARMUP seconds, then for
+# One measured run: `load_cmd PORT SECONDS` (defined by the caller; one argument per line) for WARMUP seconds, then for
 # DURATION seconds with the CPU of process tree PID, of the upstream (UP_PID), of the load
 # generator and of the whole host read around it. The output is parsed by `helper PARSER` and
 # one JSON record, with the given KEY=VALUE tags added, is appended to RESULTS.
@@ -313,11 +382,11 @@ measure() { # $1 = name, $2 = port, $3 = pid, $4 = parser, $5 = output file, $6.
     local name=$1 port=$2 pid=$3 parser=$4 out=$5
     shift 5
     local -a cmd
-    read -r -a cmd <<<"$(load_cmd "$port" "$WARMUP")"
+    mapfile -t cmd < <(load_cmd "$port" "$WARMUP")
     log "$name: warmup ${WARMUP}s"
     run_load "$out.warmup" "${cmd[@]}" || log "$name: warmup exited with $?"
 
-    read -r -a cmd <<<"$(load_cmd "$port" "$DURATION")"
+    mapfile -t cmd < <(load_cmd "$port" "$DURATION")
     log "$name: ${cmd[*]}"
     local others_before others_after p0 p1 u0 u1 l0 l1 b0 t0 b1 t1
     others_before=$(concurrent_work)

@@ -9,13 +9,16 @@
 #      directory with configs and logs).
 #      SCENARIO=filters runs bench/filters.sh instead: weft with 0, 1 and 5 pass-through Wasm
 #      filters and nginx at a fixed request rate (its own variables are listed there).
+#      SCENARIO=plugins runs it with FILTERS="0 builtins": the empty chain, the five built-in
+#      plugins chained, and nginx.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 case "${SCENARIO:-proxy}" in
     proxy) ;;
     filters) exec "$BENCH_DIR/filters.sh" ;;
-    *) echo "[bench] error: SCENARIO must be proxy or filters (got '$SCENARIO')" >&2; exit 1 ;;
+    plugins) FILTERS=${FILTERS:-0 builtins} exec "$BENCH_DIR/filters.sh" ;;
+    *) echo "[bench] error: SCENARIO must be proxy, filters or plugins (got '$SCENARIO')" >&2; exit 1 ;;
 esac
 
 CONNS=${CONNS:-32}
@@ -106,11 +109,11 @@ done
 # ---------------------------------------------------------------------------------------------
 # 4-5. Load.
 # ---------------------------------------------------------------------------------------------
-load_cmd() { # $1 = port, $2 = seconds
+load_cmd() { # $1 = port, $2 = seconds; one argument per line
     if [[ $PROTO == h1 ]]; then
-        echo wrk -t1 "-c$CONNS" "-d${2}s" --latency "http://127.0.0.1:$1/"
+        printf '%s\n' wrk -t1 "-c$CONNS" "-d${2}s" --latency "http://127.0.0.1:$1/"
     else
-        echo h2load -t1 "-c$CONNS" "-m$H2_STREAMS" "-D$2" "http://127.0.0.1:$1/"
+        printf '%s\n' h2load -t1 "-c$CONNS" "-m$H2_STREAMS" "-D$2" "http://127.0.0.1:$1/"
     fi
 }
 
@@ -166,7 +169,7 @@ meta = {
     "warmup_s": $WARMUP,
     "rounds": $ROUNDS,
     "h2_streams_per_conn": $H2_STREAMS if "$PROTO" == "h2" else None,
-    "load_command": "$(load_cmd PORT "$DURATION")",
+    "load_command": "$(load_cmd PORT "$DURATION" | paste -sd' ')",
     "cpu_accounting": "utime+stime from /proc/PID/stat summed over the process tree, delta over the measured run, / requests completed",
     "host": {
         "cpus": $NCPU,

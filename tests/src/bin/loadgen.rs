@@ -41,10 +41,12 @@ struct Settings {
     duration: Duration,
     connections: usize,
     timeout: Duration,
+    /// Extra request headers, `Name: value` each.
+    headers: Vec<String>,
 }
 
 const USAGE: &str = "usage: weft-loadgen --url http://HOST:PORT/PATH --rate REQ_PER_S --duration SECONDS \
-[--connections N (32)] [--timeout SECONDS (2)]";
+[--connections N (32)] [--timeout SECONDS (2)] [--header 'NAME: VALUE' ...]";
 
 fn main() -> ExitCode {
     let settings = match parse_args(std::env::args().skip(1)) {
@@ -118,8 +120,13 @@ impl Stats {
 
 /// Sends requests `index`, `index + connections`, … of the schedule on one connection.
 fn drive(settings: &Settings, index: u64, total: u64, start: Instant) -> Stats {
+    let extra: String = settings
+        .headers
+        .iter()
+        .map(|h| format!("{h}\r\n"))
+        .collect();
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: weft-loadgen\r\nAccept: */*\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: weft-loadgen\r\nAccept: */*\r\n{extra}\r\n",
         settings.path, settings.host
     );
     let period_ns = 1e9 / settings.rate;
@@ -395,6 +402,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Settings, String
     let mut duration = None;
     let mut connections = 32usize;
     let mut timeout = 2.0f64;
+    let mut headers = Vec::new();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
@@ -403,6 +411,17 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Settings, String
             "--duration" => duration = Some(number(&flag, &value()?)?),
             "--connections" => connections = number(&flag, &value()?)? as usize,
             "--timeout" => timeout = number(&flag, &value()?)?,
+            "--header" => {
+                let header = value()?;
+                match header.split_once(':') {
+                    Some((name, _))
+                        if !name.trim().is_empty() && !header.contains(['\r', '\n']) =>
+                    {
+                        headers.push(header)
+                    }
+                    _ => return Err(format!("--header `{header}`: expected `NAME: VALUE`")),
+                }
+            }
             "-h" | "--help" => return Err("help".into()),
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -433,6 +452,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Settings, String
         duration: Duration::from_secs_f64(duration),
         connections,
         timeout: Duration::from_secs_f64(timeout),
+        headers,
     })
 }
 
