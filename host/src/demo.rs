@@ -14,8 +14,10 @@ use tokio::net::TcpListener;
 
 use crate::http::body::{ProxyBody, full};
 
-/// Binds the demo upstream and serves it in the background; returns its address.
-pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+/// Binds the demo upstream `service` and serves it in the background; returns its address.
+/// Its answers name the service (`"service"` in the body, an `x-demo-service` header), so a
+/// split between two of them is visible.
+pub async fn spawn(addr: SocketAddr, service: &'static str) -> std::io::Result<SocketAddr> {
     let socket = TcpListener::bind(addr).await?;
     let local = socket.local_addr()?;
     tokio::spawn(async move {
@@ -25,7 +27,10 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
             };
             tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service_fn(answer))
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        service_fn(move |request| answer(service, request)),
+                    )
                     .await;
             });
         }
@@ -33,7 +38,10 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     Ok(local)
 }
 
-async fn answer(request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+async fn answer(
+    service: &'static str,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let (parts, body) = request.into_parts();
     let received = body
         .collect()
@@ -46,7 +54,7 @@ async fn answer(request: Request<Incoming>) -> Result<Response<ProxyBody>, Infal
         .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
         .collect();
     let document = serde_json::json!({
-        "service": "weft demo upstream",
+        "service": service,
         "method": parts.method.as_str(),
         "path": parts.uri.path_and_query().map_or("/", |p| p.as_str()),
         "bodyBytes": received,
@@ -57,5 +65,8 @@ async fn answer(request: Request<Incoming>) -> Result<Response<ProxyBody>, Infal
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    response
+        .headers_mut()
+        .insert("x-demo-service", HeaderValue::from_static(service));
     Ok(response)
 }

@@ -24,7 +24,8 @@ struct Cli {
 enum Command {
     /// Run a proxy from local YAML resources; reload on file change and on SIGHUP, drain on SIGTERM.
     Proxy(ProxyArgs),
-    /// Quick start: a demo upstream and a proxy in front of it, on embedded defaults.
+    /// Quick start: the five built-in plugins chained in front of a demo service, on embedded
+    /// defaults (examples/quickstart/weft.yaml).
     Up(UpArgs),
     /// Work with plugins (Wasm filters).
     #[command(subcommand)]
@@ -134,28 +135,47 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     run(options).await
 }
 
+/// The quick start's resources: `examples/quickstart/weft.yaml`, whose demo services (v1 on
+/// 127.0.0.1:9001, v2 on :9002) and listener (:8080) `weft up` moves to where it runs them.
+const QUICKSTART: &str = include_str!("../../examples/quickstart/weft.yaml");
+
 async fn up(args: UpArgs) -> anyhow::Result<()> {
-    let upstream = demo::spawn("127.0.0.1:0".parse()?)
+    let v1 = demo::spawn("127.0.0.1:0".parse()?, "demo-v1")
+        .await
+        .context("cannot start the demo upstream")?;
+    let v2 = demo::spawn("127.0.0.1:0".parse()?, "demo-v2")
         .await
         .context("cannot start the demo upstream")?;
     let dir = std::env::temp_dir().join(format!("weft-up-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let config_path = dir.join("weft.yaml");
-    let config = format!(
-        "apiVersion: weft/v1\nkind: Cluster\nmetadata: {{name: demo}}\nspec:\n  endpoints: [\"{upstream}\"]\n---\n\
-         apiVersion: weft/v1\nkind: Listener\nmetadata: {{name: public}}\nspec:\n  address: {}\n  defaultCluster: demo\n",
-        args.listen
-    );
+    let config = QUICKSTART
+        .replace("127.0.0.1:9001", &v1.to_string())
+        .replace("127.0.0.1:9002", &v2.to_string())
+        .replace("127.0.0.1:8080", &args.listen.to_string());
     std::fs::write(&config_path, config)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
-    println!("weft is up:");
+    let proxy = args.listen;
+    println!("weft is up: the five built-in plugins in front of a demo service (v1 and v2)");
     println!(
-        "  proxy     http://{}/  (try: curl -s http://{}/hello)",
-        args.listen, args.listen
+        "  proxy     http://{proxy}/   admin http://{}/stats/prometheus",
+        args.admin
     );
-    println!("  admin     http://{}/stats/prometheus", args.admin);
-    println!("  upstream  http://{upstream}/  (demo service)");
-    println!("  config    {}", config_path.display());
+    println!(
+        "  config    {}  (from examples/quickstart/weft.yaml)",
+        config_path.display()
+    );
+    println!("try:");
+    println!("  curl -s  http://{proxy}/hello                                # public");
+    println!("  curl -si http://{proxy}/api/orders                           # 401, no API key");
+    println!(
+        "  curl -s  -H 'x-api-key: demo-key' http://{proxy}/api/orders  # 90% v1 / 10% v2, 10/min"
+    );
+    println!("  curl -si -H 'x-fault-abort: 1' http://{proxy}/hello          # 503, injected");
+    println!(
+        "  curl -s  http://{}/stats/prometheus | grep istio_requests_total",
+        args.admin
+    );
     let mut options = AppOptions::new(config_path);
     options.admin = Some(args.admin);
     let result = run(options).await;
