@@ -3,7 +3,8 @@
 //! order and response phases in reverse, headers added and removed, a local reply that skips
 //! the rest of the chain and the upstream, a request body buffered whole and rewritten (413
 //! past the listener's `maxBufferedBodyBytes`), host properties with Envoy's names and
-//! encodings, and metrics a plugin defines exported on `/stats/prometheus`.
+//! encodings (the telemetry ones — sizes, duration, cluster — read in `on_log`), and metrics a
+//! plugin defines (plain and labeled) exported on `/stats/prometheus`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -306,4 +307,120 @@ async fn a_listener_without_the_chain_is_not_filtered() {
     assert!(header_values(&seen, "x-filtered-by").is_empty(), "{seen}");
     assert_eq!(seen["headers"]["x-remove-me"], "kept");
     assert!(response_values(&reply, "x-response-filtered-by").is_empty());
+}
+
+/// A guest (in WAT) that, in `on_log`, reads the telemetry properties and exports them: the
+/// integers as gauges `e2e_<property>` (last request wins), `xds.cluster_name` and
+/// `weft.upstream_cluster` as labeled counters `e2e_routed{cluster="…"}` and
+/// `e2e_upstream{cluster="…"}` (built as labeled metric names, one series per value).
+const TELEMETRY_PROBE: &str = r#"(module
+  (import "env" "proxy_get_property" (func $get (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_record_metric" (func $record (param i32 i64) (result i32)))
+  (import "env" "proxy_increment_metric" (func $increment (param i32 i64) (result i32)))
+  (memory (export "memory") 4)
+  (global $heap (mut i32) (i32.const 65536))
+  (data (i32.const 1024) "request\00size")
+  (data (i32.const 1040) "request\00total_size")
+  (data (i32.const 1060) "response\00size")
+  (data (i32.const 1080) "response\00total_size")
+  (data (i32.const 1100) "request\00duration")
+  (data (i32.const 1120) "xds\00cluster_name")
+  (data (i32.const 1140) "weft\00upstream_cluster")
+  (data (i32.const 2048) "e2e_request_size")
+  (data (i32.const 2080) "e2e_request_total_size")
+  (data (i32.const 2112) "e2e_response_size")
+  (data (i32.const 2144) "e2e_response_total_size")
+  (data (i32.const 2176) "e2e_request_duration_ns")
+  (data (i32.const 4096) "e2e_routed{cluster=\"")
+  (data (i32.const 8192) "e2e_upstream{cluster=\"")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
+    (local $at i32)
+    (local.set $at (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap)
+      (i32.and (i32.add (local.get $size) (i32.const 7)) (i32.const -8))))
+    (local.get $at))
+  ;; Property `path` (an integer) into gauge `name`.
+  (func $gauge (param $path i32) (param $path_len i32) (param $name i32) (param $name_len i32)
+    (if (i32.eqz (call $get (local.get $path) (local.get $path_len) (i32.const 0) (i32.const 4)))
+      (then
+        (drop (call $define (i32.const 1) (local.get $name) (local.get $name_len) (i32.const 8)))
+        (drop (call $record (i32.load (i32.const 8)) (i64.load (i32.load (i32.const 0))))))))
+  ;; Property `path` (a string) as the label value after the prefix at `name`: +1 on that series.
+  (func $labeled (param $path i32) (param $path_len i32) (param $name i32) (param $prefix i32)
+    (local $len i32) (local $end i32)
+    (if (i32.eqz (call $get (local.get $path) (local.get $path_len) (i32.const 0) (i32.const 4)))
+      (then
+        (local.set $len (i32.load (i32.const 4)))
+        (local.set $end (i32.add (i32.add (local.get $name) (local.get $prefix)) (local.get $len)))
+        (memory.copy (i32.add (local.get $name) (local.get $prefix))
+          (i32.load (i32.const 0)) (local.get $len))
+        (i32.store16 (local.get $end) (i32.const 0x7d22))
+        (drop (call $define (i32.const 0) (local.get $name)
+          (i32.add (i32.sub (local.get $end) (local.get $name)) (i32.const 2)) (i32.const 8)))
+        (drop (call $increment (i32.load (i32.const 8)) (i64.const 1))))))
+  (func (export "proxy_on_log") (param $context i32)
+    (call $gauge (i32.const 1024) (i32.const 12) (i32.const 2048) (i32.const 16))
+    (call $gauge (i32.const 1040) (i32.const 18) (i32.const 2080) (i32.const 22))
+    (call $gauge (i32.const 1060) (i32.const 13) (i32.const 2112) (i32.const 17))
+    (call $gauge (i32.const 1080) (i32.const 19) (i32.const 2144) (i32.const 23))
+    (call $gauge (i32.const 1100) (i32.const 16) (i32.const 2176) (i32.const 23))
+    (call $labeled (i32.const 1120) (i32.const 16) (i32.const 4096) (i32.const 20))
+    (call $labeled (i32.const 1140) (i32.const 21) (i32.const 8192) (i32.const 22))
+    (global.set $heap (i32.const 65536))))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_log_reads_sizes_duration_and_cluster_and_exports_labeled_metrics() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let wat = dir.path().join("telemetry-probe.wat");
+    std::fs::write(&wat, TELEMETRY_PROBE).expect("writing the probe");
+    let up = Upstream::http1("web").await.expect("upstream");
+    let plugin = Plugin::new("probe", wat.to_str().expect("a UTF-8 path"));
+    let weft = start(
+        &edge(up.addr, &[plugin], [Filter::new("probe")]),
+        "the telemetry probe",
+    )
+    .await;
+    let addr = weft.addr("public");
+    for (i, version) in VERSIONS.into_iter().enumerate() {
+        let ctx = format!("{version:?}");
+        // Streamed without a content-length: the size is what arrived.
+        let reply = post_chunks(addr, version, "/sized", &[b"hello ", b"weft"]).await;
+        assert_eq!(reply.status, 200, "{ctx}: {}", reply.text());
+        let sent = reply.body.len() as f64;
+        let logged = wait_for(
+            || async { weft.metric("e2e_routed{cluster=\"web\"}").await == Some((i + 1) as f64) },
+            STEP,
+        )
+        .await;
+        assert!(
+            logged,
+            "{ctx}: on_log read xds.cluster_name = web: {:?}",
+            weft.metrics().await
+        );
+        assert_eq!(
+            weft.metric("e2e_upstream{cluster=\"web\"}").await,
+            Some((i + 1) as f64),
+            "{ctx}: the default cluster reads back as weft.upstream_cluster"
+        );
+        assert_eq!(weft.metric("e2e_request_size").await, Some(10.0), "{ctx}");
+        assert_eq!(weft.metric("e2e_response_size").await, Some(sent), "{ctx}");
+        let request_total = weft.metric("e2e_request_total_size").await.unwrap_or(0.0);
+        assert!(
+            request_total > 10.0 + "/sized".len() as f64,
+            "{ctx}: headers count in request.total_size: {request_total}"
+        );
+        let response_total = weft.metric("e2e_response_total_size").await.unwrap_or(0.0);
+        assert!(
+            response_total > sent,
+            "{ctx}: headers count in response.total_size: {response_total}"
+        );
+        let duration = weft.metric("e2e_request_duration_ns").await.unwrap_or(0.0);
+        assert!(
+            duration > 0.0 && duration < STEP.as_nanos() as f64,
+            "{ctx}: request.duration in ns: {duration}"
+        );
+    }
 }

@@ -6,7 +6,7 @@
 //! 3. run the listener's filter chain, if it has one (request phases; see [`crate::wasm::chain`])
 //!    — a filter may answer locally, rewrite the request, or choose the cluster;
 //! 4. choose the cluster (a filter's `weft.upstream_cluster`, else the listener's
-//!    `defaultCluster`) — 404 if none;
+//!    `defaultCluster`; filters read it back as `xds.cluster_name`) — 404 if none;
 //! 5. forward through the cluster (pick, connect, retry connection failures, time out) —
 //!    502 / 503 / 504 on failure;
 //! 6. strip hop-by-hop headers from the response, run the response phases, and stream its body
@@ -183,6 +183,7 @@ async fn filtered(
         Ok(cluster) => cluster,
         Err(error) => return stream.end_with(error.into_response()).await,
     };
+    stream.record_cluster(&cluster.config.name);
     // 5. Forward, the request body through the body phases.
     let stream = Arc::new(futures_util::lock::Mutex::new(stream));
     let body = if end_of_stream {

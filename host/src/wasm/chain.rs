@@ -13,6 +13,9 @@
 //!   chain order — also when the client went away mid-request.
 //! - A filter that fails (trap, panic, deadline, memory cap) fails the request with 503 naming
 //!   it (`FAIL_CLOSE`) or drops out of this request (`FAIL_OPEN`); its instance is replaced.
+//! - Body bytes are counted as they pass — the request's as they arrive, the response's as
+//!   they leave for the client — for `request.size` and `response.size`; `on_log` also sees
+//!   `request.duration` and the cluster the request went to.
 //!
 //! Bodies stream through [`FilteredBody`], which runs the body phases frame by frame; the
 //! request side and the response side share the [`FilterStream`] behind an async mutex, since
@@ -135,6 +138,10 @@ impl FilterStream {
             response_trailers: None,
             response_body: BytesMut::new(),
             properties: Default::default(),
+            request_body_bytes: 0,
+            response_body_bytes: 0,
+            cluster: None,
+            duration: None,
             local_response: None,
             resumed: [false; 2],
             closed: false,
@@ -456,6 +463,11 @@ impl FilterStream {
         mut data: Bytes,
         end_of_stream: bool,
     ) -> Result<Option<Bytes>, Response<ProxyBody>> {
+        if side == Side::Request
+            && let Some(stream) = self.stream()
+        {
+            stream.request_body_bytes += data.len() as u64;
+        }
         for slot in self.order(side) {
             if self.slots[slot].instance.is_none() {
                 continue;
@@ -494,6 +506,11 @@ impl FilterStream {
             }
             self.slots[slot].buffers[side as usize] = held;
             return Ok(None);
+        }
+        if side == Side::Response
+            && let Some(stream) = self.stream()
+        {
+            stream.response_body_bytes += data.len() as u64;
         }
         Ok(Some(data))
     }
@@ -534,14 +551,22 @@ impl FilterStream {
         self.outcome.take()
     }
 
-    /// Records the response the client gets (for `response.code` in `on_log`) when it did not
-    /// come through the response phases: a local reply or an error.
+    /// Records the response the client gets (for `response.code` and `response.size` in
+    /// `on_log`) when it did not come through the response phases: a local reply or an error.
     pub fn record_response(&mut self, response: &Response<ProxyBody>) {
         if let Some(stream) = self.stream() {
             stream.response = Some(ResponseHead {
                 status: response.status(),
                 headers: response.headers().clone(),
             });
+            stream.response_body_bytes = response.body().size_hint().exact().unwrap_or(0);
+        }
+    }
+
+    /// Records the cluster the request is routed to (`xds.cluster_name`).
+    pub fn record_cluster(&mut self, cluster: &Arc<str>) {
+        if let Some(stream) = self.stream() {
+            stream.cluster = Some(cluster.clone());
         }
     }
 
@@ -557,6 +582,10 @@ impl FilterStream {
     pub async fn finish(&mut self) {
         if std::mem::replace(&mut self.finished, true) {
             return;
+        }
+        if let Some(stream) = self.stream() {
+            // A clock that stepped back makes it zero rather than unknown.
+            stream.duration = Some(stream.started.elapsed().unwrap_or_default());
         }
         for slot in 0..self.slots.len() {
             if !self.slots[slot].started {

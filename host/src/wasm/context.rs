@@ -243,6 +243,14 @@ pub struct StreamData {
     pub response_body: BytesMut,
     /// Values filters stored with `proxy_set_property`, by dotted path.
     pub properties: HashMap<String, Bytes>,
+    /// Request body bytes received from the client so far (`request.size`).
+    pub request_body_bytes: u64,
+    /// Response body bytes passed on to the client so far (`response.size`).
+    pub response_body_bytes: u64,
+    /// The cluster the request was routed to, once routed (`xds.cluster_name`).
+    pub cluster: Option<Arc<str>>,
+    /// How long the request took, once it ended (`request.duration`).
+    pub duration: Option<Duration>,
     /// A local reply asked for during the current call.
     pub local_response: Option<LocalResponse>,
     /// `proxy_continue_stream` was called for the request / response during the current call.

@@ -15,13 +15,17 @@
 //! deadline) is passed over, and the pool grows past its size (up to four times) rather than
 //! queue new streams behind it. A broken instance leaves the pool at once.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    borrow::Cow,
+    sync::{Arc, Mutex},
+};
 
 use bytes::Bytes;
 use wasmtime::InstancePre;
 use weft_abi::GuestExport;
 
 use super::{
+    builtin::{builtin_module, describe_builtins},
     context::HostData,
     host::{FailureReason, WasmHost},
     instance::{Failure, Instance, InstanceSpec},
@@ -183,14 +187,21 @@ impl From<String> for ModuleError {
     }
 }
 
-/// Reads and compiles a plugin's module, checking the sha256 pin and the proxy-wasm ABI export.
+/// Reads and compiles a plugin's module — a file, or a built-in plugin's embedded bytes
+/// (`builtin://NAME`) — checking the sha256 pin and the proxy-wasm ABI export.
 pub fn load_module(host: &WasmHost, plugin: &PluginConfig) -> Result<CompiledModule, ModuleError> {
-    let bytes = match &plugin.source {
+    let bytes: Cow<'static, [u8]> = match &plugin.source {
         PluginSource::File(path) => std::fs::read(path)
-            .map_err(|e| format!("cannot read module {}: {e}", path.display()))?,
-        PluginSource::Builtin(name) => {
-            return Err(format!("no built-in plugin named `{name}`").into());
-        }
+            .map_err(|e| format!("cannot read module {}: {e}", path.display()))?
+            .into(),
+        PluginSource::Builtin(name) => builtin_module(name)
+            .ok_or_else(|| {
+                format!(
+                    "no built-in plugin named `{name}`; the built-in plugins are: {}",
+                    describe_builtins()
+                )
+            })?
+            .into(),
         PluginSource::Registry { name, .. } => {
             return Err(format!(
                 "`{name}` is a registry plugin; registry plugins need a control plane"

@@ -9,7 +9,13 @@
 //! | `request.method`, `host`, `scheme`, `protocol`, `id`, `referer`, `useragent` | strings |
 //! | `request.headers`, `response.headers`, `response.trailers` | header maps (with `:authority`, `:path`, `:method`, `:scheme` / `:status`, as the header-map functions show them) |
 //! | `request.time` | timestamp (ns) |
+//! | `request.duration` | duration (ns) from `request.time` to the end of the request; `NotFound` until it ended (in `on_done` / `on_log`) |
+//! | `request.size` | integer: the `content-length` when there is a valid one, else the body bytes received so far |
+//! | `request.total_size` | integer: body bytes received + header bytes (names and values, pseudo-headers included) |
 //! | `response.code` | integer |
+//! | `response.size` | integer: body bytes passed on to the client so far (0 before any) |
+//! | `response.total_size` | integer: `response.size` + header and trailer bytes |
+//! | `xds.cluster_name` | the cluster the request was routed to; `NotFound` until it was |
 //! | `source.address` / `destination.address` | `ip:port`; `.port` as integer |
 //! | `connection.mtls` | bool; `connection.tls_version` (`TLSv1.3`) |
 //! | `connection.uri_san_peer_certificate`, `dns_san_peer_certificate`, `subject_peer_certificate` | the verified peer's first URI SAN (a SPIFFE ID), first DNS SAN, subject |
@@ -17,7 +23,8 @@
 //! | anything a filter stored with `proxy_set_property` | its bytes, per stream |
 //!
 //! weft's own: **`weft.upstream_cluster`** — a filter sets it (`set_property`) to choose the
-//! cluster a request goes to; **`weft.peer_principal`** — the verified peer's identity (URI SAN,
+//! cluster a request goes to; it reads back what a filter set, else (once routed) the cluster
+//! the request went to, as `xds.cluster_name` does; **`weft.peer_principal`** — the verified peer's identity (URI SAN,
 //! else DNS SAN).
 //!
 //! Lookups are made for one plugin, on one stream ([`Properties::for_stream`]) or on a root
@@ -31,7 +38,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use http::{HeaderMap, Version};
 use weft_abi::{
-    Status, encode_map, encode_property_bool, encode_property_i64, encode_property_timestamp,
+    Status, encode_map, encode_property_bool, encode_property_duration, encode_property_i64,
+    encode_property_timestamp,
 };
 
 use super::context::StreamData;
@@ -97,6 +105,12 @@ impl<'a> Properties<'a> {
             ["plugin_name"] => Some(self.plugin.name.clone().into_bytes()),
             ["plugin_root_id"] => Some(self.plugin.root_id.clone().into_bytes()),
             ["plugin_vm_id"] => Some(self.plugin.vm_id.clone().into_bytes()),
+            ["xds", "cluster_name"] => self.routed_cluster(),
+            ["weft", "upstream_cluster"] => self
+                .stored
+                .get(UPSTREAM_CLUSTER)
+                .map(|v| v.to_vec())
+                .or_else(|| self.routed_cluster()),
             ["weft", "peer_principal"] => self
                 .peer()
                 .and_then(|p| p.principal.clone())
@@ -141,12 +155,41 @@ impl<'a> Properties<'a> {
                 encode_map(&pairs)
             }
             "time" => encode_property_timestamp(stream.started).to_vec(),
+            "duration" => encode_property_duration(stream.duration?).to_vec(),
+            "size" => {
+                let declared = stream
+                    .request_headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                integer(declared.unwrap_or(stream.request_body_bytes))
+            }
+            "total_size" => integer(
+                stream
+                    .request_body_bytes
+                    .saturating_add(request_header_bytes(stream)),
+            ),
             _ => return None,
         })
     }
 
     fn response_field(&self, field: &str) -> Option<Vec<u8>> {
         let stream = self.stream?;
+        match field {
+            "size" => return Some(integer(stream.response_body_bytes)),
+            "total_size" => {
+                let head = stream.response.as_ref().map_or(0, |r| {
+                    (":status".len() + 3) as u64 + header_bytes(&r.headers)
+                });
+                let trailers = stream.response_trailers.as_ref().map_or(0, header_bytes);
+                return Some(integer(
+                    stream
+                        .response_body_bytes
+                        .saturating_add(head)
+                        .saturating_add(trailers),
+                ));
+            }
+            _ => {}
+        }
         let response = stream.response.as_ref()?;
         Some(match field {
             "code" => encode_property_i64(i64::from(response.status.as_u16())).to_vec(),
@@ -176,6 +219,10 @@ impl<'a> Properties<'a> {
         })
     }
 
+    fn routed_cluster(&self) -> Option<Vec<u8>> {
+        Some(self.stream?.cluster.as_deref()?.as_bytes().to_vec())
+    }
+
     fn peer(&self) -> Option<&crate::tls::PeerIdentity> {
         self.stream?.downstream.tls.as_ref()?.peer.as_ref()
     }
@@ -187,6 +234,32 @@ fn address(addr: std::net::SocketAddr, field: &str) -> Option<Vec<u8>> {
         "port" => Some(encode_property_i64(i64::from(addr.port())).to_vec()),
         _ => None,
     }
+}
+
+/// An integer property, saturating at `i64::MAX`.
+fn integer(value: u64) -> Vec<u8> {
+    encode_property_i64(i64::try_from(value).unwrap_or(i64::MAX)).to_vec()
+}
+
+/// The request's header bytes as Envoy counts them: every name and value, the pseudo-headers
+/// included.
+fn request_header_bytes(stream: &StreamData) -> u64 {
+    let pseudo = ":authority".len()
+        + stream.authority.len()
+        + ":path".len()
+        + stream.path.len()
+        + ":method".len()
+        + stream.method.as_str().len()
+        + ":scheme".len()
+        + stream.scheme.len();
+    pseudo as u64 + header_bytes(&stream.request_headers)
+}
+
+/// The bytes of `map`'s names and values.
+fn header_bytes(map: &HeaderMap) -> u64 {
+    map.iter()
+        .map(|(k, v)| (k.as_str().len() + v.len()) as u64)
+        .sum()
 }
 
 fn protocol(version: Version) -> &'static str {

@@ -132,3 +132,236 @@ fn a_plugin_cannot_take_a_name_weft_uses() {
         "plugin metrics appear on /stats/prometheus"
     );
 }
+
+const REQUESTS_200: &str = "istio_requests_total{response_code=\"200\",request_method=\"GET\",\
+                            destination_cluster=\"web\",source_principal=\"unknown\"}";
+
+#[test]
+fn labeled_names_are_series_of_one_family_on_the_exposition() {
+    let (metrics, registry) = metrics();
+    let ok = metrics
+        .define(MetricType::Counter, REQUESTS_200)
+        .expect("define a labeled counter");
+    let reordered = metrics
+        .define(
+            MetricType::Counter,
+            "istio_requests_total{source_principal=\"unknown\",destination_cluster=\"web\",\
+             request_method=\"GET\",response_code=\"200\",}",
+        )
+        .expect("the same labels in another order, with a trailing comma");
+    assert_eq!(ok, reordered, "one series, one id");
+    assert_eq!(
+        metrics.define(MetricType::Counter, REQUESTS_200),
+        Ok(ok),
+        "the same full name returns the same id"
+    );
+    let unavailable = metrics
+        .define(
+            MetricType::Counter,
+            "istio_requests_total{response_code=\"503\",request_method=\"GET\",\
+             destination_cluster=\"web\",source_principal=\"unknown\"}",
+        )
+        .expect("another series of the family");
+    assert_ne!(ok, unavailable);
+    metrics.increment(ok, 2).expect("inc");
+    metrics.increment(reordered, 1).expect("inc");
+    metrics.increment(unavailable, 1).expect("inc");
+    assert_eq!(metrics.get(ok), Ok(3));
+
+    let duration = metrics
+        .define(
+            MetricType::Histogram,
+            "istio_request_duration_milliseconds{response_code=\"200\",destination_cluster=\"web\"}",
+        )
+        .expect("define a labeled histogram");
+    metrics.record(duration, 3).expect("record");
+    metrics.record(duration, 40).expect("record");
+
+    let text = exposition(&registry);
+    assert_eq!(
+        text.matches("# TYPE istio_requests_total counter").count(),
+        1,
+        "one family: {text}"
+    );
+    assert!(
+        text.contains(
+            "istio_requests_total{destination_cluster=\"web\",request_method=\"GET\",\
+             response_code=\"200\",source_principal=\"unknown\"} 3\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "istio_requests_total{destination_cluster=\"web\",request_method=\"GET\",\
+             response_code=\"503\",source_principal=\"unknown\"} 1\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "istio_request_duration_milliseconds_bucket{destination_cluster=\"web\",\
+             response_code=\"200\",le=\"4\"} 1\n"
+        ),
+        "the usual buckets, labeled: {text}"
+    );
+    assert!(
+        text.contains(
+            "istio_request_duration_milliseconds_sum{destination_cluster=\"web\",\
+             response_code=\"200\"} 43\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn label_values_may_hold_any_text_escaped() {
+    let (metrics, registry) = metrics();
+    let id = metrics
+        .define(
+            MetricType::Gauge,
+            r#"weird_values{path="/a,b=\"c\"}",dir="C:\\tmp",emoji="ünï ☃"}"#,
+        )
+        .expect("escaped quotes, backslashes, commas and braces in values");
+    metrics.record(id, 7).expect("set");
+    let text = exposition(&registry);
+    assert!(
+        text.contains(r#"weird_values{dir="C:\\tmp",emoji="ünï ☃",path="/a,b=\"c\"}"} 7"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_family_keeps_its_first_label_names_and_type() {
+    let (metrics, _) = metrics();
+    metrics
+        .define(MetricType::Counter, "hits{route=\"a\",code=\"200\"}")
+        .expect("first definition");
+    for other in [
+        "hits{route=\"a\"}",
+        "hits{route=\"a\",code=\"200\",method=\"GET\"}",
+        "hits{route=\"a\",status=\"200\"}",
+        "hits",
+    ] {
+        assert_eq!(
+            metrics.define(MetricType::Counter, other),
+            Err(Status::BadArgument),
+            "{other}: another label set"
+        );
+    }
+    assert_eq!(
+        metrics.define(MetricType::Gauge, "hits{route=\"b\",code=\"200\"}"),
+        Err(Status::BadArgument),
+        "another type"
+    );
+    metrics
+        .define(MetricType::Counter, "hits{code=\"404\",route=\"b\"}")
+        .expect("the same set, new values");
+
+    metrics
+        .define(MetricType::Gauge, "plain_gauge")
+        .expect("plain");
+    assert_eq!(
+        metrics.define(MetricType::Gauge, "plain_gauge{a=\"1\"}"),
+        Err(Status::BadArgument),
+        "a plain family has no labels"
+    );
+    assert!(
+        metrics.define(MetricType::Gauge, "plain_gauge{}").is_ok(),
+        "`{{}}` is no labels"
+    );
+}
+
+#[test]
+fn malformed_labeled_names_are_bad_arguments() {
+    let (metrics, _) = metrics();
+    for name in [
+        "m{",
+        "m{a}",
+        "m{a=1}",
+        "m{a=\"1\"",
+        "m{a=\"1\"}x",
+        "m{a=\"1\" }",
+        "m{ a=\"1\"}",
+        "m{a=\"1\",,b=\"2\"}",
+        "m{a=\"1\"b=\"2\"}",
+        "m{a=\"bad \\x escape\"}",
+        "m{a=\"dangling\\",
+        "m{1a=\"1\"}",
+        "m{a-b=\"1\"}",
+        "m{__name__=\"1\"}",
+        "m{a=\"1\",a=\"2\"}",
+        "{a=\"1\"}",
+        "m{a=\"1\"}{b=\"2\"}",
+    ] {
+        assert_eq!(
+            metrics.define(MetricType::Counter, name),
+            Err(Status::BadArgument),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        metrics.define(MetricType::Histogram, "h{le=\"1\"}"),
+        Err(Status::BadArgument),
+        "`le` belongs to the buckets"
+    );
+    let long = format!("m{{a=\"{}\"}}", "x".repeat(MAX_NAME_BYTES));
+    assert_eq!(
+        metrics.define(MetricType::Counter, &long),
+        Err(Status::BadArgument)
+    );
+    assert!(
+        metrics.define(MetricType::Counter, "m{a=\"1\"}").is_ok(),
+        "nothing was left half-defined"
+    );
+}
+
+#[test]
+fn a_family_holds_a_bounded_number_of_series() {
+    let (metrics, registry) = metrics();
+    for i in 0..MAX_SERIES_PER_FAMILY {
+        metrics
+            .define(MetricType::Counter, &format!("by_user{{user=\"{i}\"}}"))
+            .expect("under the cap");
+    }
+    assert_eq!(
+        metrics.define(MetricType::Counter, "by_user{user=\"one-too-many\"}"),
+        Err(Status::BadArgument),
+        "past the cap"
+    );
+    assert!(
+        metrics
+            .define(MetricType::Counter, "by_user{user=\"7\"}")
+            .is_ok(),
+        "existing series still resolve"
+    );
+    assert!(
+        metrics
+            .define(MetricType::Counter, "other_family{user=\"x\"}")
+            .is_ok(),
+        "the cap is per family"
+    );
+    let text = exposition(&registry);
+    assert_eq!(
+        text.matches("by_user{").count(),
+        MAX_SERIES_PER_FAMILY,
+        "no series past the cap is exported"
+    );
+}
+
+#[test]
+fn names_parse_into_family_and_labels() {
+    assert_eq!(
+        parse_name("a.b{x=\"1\",y=\"q\\\"\\\\\\n\"}"),
+        Some(ParsedName {
+            family: "a.b",
+            labels: vec![("x", "1".to_owned()), ("y", "q\"\\\n".to_owned())],
+        })
+    );
+    assert_eq!(
+        parse_name("plain.name"),
+        Some(ParsedName {
+            family: "plain.name",
+            labels: vec![],
+        })
+    );
+}

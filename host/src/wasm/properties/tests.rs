@@ -237,3 +237,104 @@ fn values_stored_by_filters_read_back_by_path() {
     let root = Properties::for_root(&plugin, &stored);
     assert_eq!(get(&root, "root.state").expect("root state"), b"r");
 }
+
+#[test]
+fn sizes_duration_and_cluster_read_as_envoy_encodes_them() {
+    let mut stream = stream(None);
+    stream.request_headers = request_headers();
+    let plugin = plugin();
+    let int = |stream: &StreamData, path: &str| {
+        let props = Properties::for_stream(stream, &plugin);
+        decode_property_i64(&get(&props, path).expect(path)).expect("8-byte integer")
+    };
+    // `:authority` api.example, `:path` /, `:method` GET, `:scheme` https: 49 bytes;
+    // x-request-id: rid-7 and user-agent: curl/8: 33 more.
+    let request_headers = 49 + 33;
+    assert_eq!(int(&stream, "request.size"), 0, "no body yet");
+    assert_eq!(int(&stream, "request.total_size"), request_headers);
+    assert_eq!(int(&stream, "response.size"), 0, "nothing sent yet");
+    assert_eq!(int(&stream, "response.total_size"), 0);
+    {
+        let props = Properties::for_stream(&stream, &plugin);
+        for path in [
+            "request.duration",
+            "xds.cluster_name",
+            "weft.upstream_cluster",
+        ] {
+            assert_eq!(get(&props, path), Err(Status::NotFound), "{path} not yet");
+        }
+    }
+
+    // Routed to `web`; 1000 body bytes in, a 200 with 2500 body bytes and trailers out.
+    stream.cluster = Some("web".into());
+    stream.request_body_bytes = 1000;
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("text/plain")); // 22
+    stream.response = Some(ResponseHead {
+        status: StatusCode::OK,
+        headers,
+    });
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0")); // 12
+    stream.response_trailers = Some(trailers);
+    stream.response_body_bytes = 2500;
+    stream.duration = Some(Duration::from_millis(1500));
+
+    assert_eq!(int(&stream, "request.size"), 1000);
+    assert_eq!(int(&stream, "request.total_size"), 1000 + request_headers);
+    assert_eq!(int(&stream, "response.size"), 2500);
+    assert_eq!(
+        int(&stream, "response.total_size"),
+        2500 + (":status".len() + 3) as i64 + 22 + 12
+    );
+    assert_eq!(
+        int(&stream, "request.duration"),
+        1_500_000_000,
+        "a duration is nanoseconds"
+    );
+    let props = Properties::for_stream(&stream, &plugin);
+    assert_eq!(get(&props, "xds.cluster_name").expect("routed"), b"web");
+    assert_eq!(
+        get(&props, "weft.upstream_cluster").expect("routed"),
+        b"web",
+        "the listener's default reads back as the upstream cluster"
+    );
+
+    stream.request_headers.insert(
+        http::header::CONTENT_LENGTH,
+        HeaderValue::from_static("1200"),
+    );
+    assert_eq!(
+        int(&stream, "request.size"),
+        1200,
+        "a declared content-length is the request size, as in Envoy"
+    );
+}
+
+#[test]
+fn the_cluster_a_filter_chose_reads_back_from_both_properties() {
+    let mut stream = stream(None);
+    stream
+        .properties
+        .insert(UPSTREAM_CLUSTER.to_owned(), Bytes::from_static(b"canary"));
+    let plugin = plugin();
+    {
+        let props = Properties::for_stream(&stream, &plugin);
+        assert_eq!(
+            get(&props, "weft.upstream_cluster").expect("set"),
+            b"canary"
+        );
+        assert_eq!(
+            get(&props, "xds.cluster_name"),
+            Err(Status::NotFound),
+            "not routed yet"
+        );
+    }
+    stream.cluster = Some("canary".into());
+    let props = Properties::for_stream(&stream, &plugin);
+    assert_eq!(get(&props, "xds.cluster_name").expect("routed"), b"canary");
+    assert_eq!(
+        get(&props, "weft.upstream_cluster").expect("set"),
+        b"canary"
+    );
+}
