@@ -147,7 +147,7 @@ build_passthrough() {
 # traceparent, x-request-id; no access log), auth (an HS256 JWT, see bench_jwt), ratelimit
 # (per client IP, never reached), fault (abort 100% but only with a header the load never
 # sends), router (20 prefix routes, the request matching the last one).
-BENCH_JWT_SECRET=weft-bench-secret
+BENCH_JWT_SECRET=weft-bench-secret-of-at-least-32-bytes
 BENCH_JWT_ISSUER=https://bench.weft.example
 BENCH_JWT_AUDIENCE=bench
 builtins_config() { # $1 = port, $2 = upstream port
