@@ -334,4 +334,8 @@ async fn a_bad_key_refuses_the_configuration() {
         error.contains("filter `auth`") && error.contains("rejected its configuration"),
         "{error}"
     );
+    assert!(
+        error.contains("jwt.keys[0]"),
+        "the refusal carries the plugin's own reason, naming the key: {error}"
+    );
 }

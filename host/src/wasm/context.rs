@@ -429,6 +429,8 @@ pub struct HostData {
     pub root_properties: HashMap<String, Bytes>,
     /// A `Critical` log line (the SDK's panic hook) was written during the current call.
     pub panicked: bool,
+    /// The last `Error` or `Critical` line the guest logged: why it refused its configuration.
+    pub last_error: Option<String>,
     /// The chain position of the filter `stream` is lent to (events from callouts carry it).
     pub stream_slot: usize,
     /// A handle on the instance itself, filled once it exists: callouts from the root context,
@@ -463,6 +465,7 @@ impl HostData {
             grpc: HashMap::new(),
             root_properties: HashMap::new(),
             panicked: false,
+            last_error: None,
             stream_slot: 0,
             instance: Arc::new(OnceLock::new()),
         }

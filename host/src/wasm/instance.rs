@@ -283,16 +283,21 @@ impl Instance {
             }
         }
         if let Some(configure) = &self.exports.on_configure {
+            store.data_mut().data.last_error = None;
             let size = spec.configuration.len() as u32;
             let ok = self
                 .invoke(&mut store, configure, (self.root_id, size), self.root_id)
                 .await
                 .map_err(|f| start(format!("proxy_on_configure failed: {f}")))?;
             if ok == 0 {
-                return Err(start(
-                    "the plugin rejected its configuration (proxy_on_configure returned false)"
+                // The plugin's own reason, when it logged one (the weft SDK always does).
+                let detail = match store.data_mut().data.last_error.take() {
+                    Some(reason) => format!("the plugin rejected its configuration: {reason}"),
+                    None => "the plugin rejected its configuration (proxy_on_configure \
+                             returned false)"
                         .into(),
-                ));
+                };
+                return Err(start(detail));
             }
         }
         self.after_call(&mut store);

@@ -79,8 +79,18 @@ pub(super) fn now_nanos() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// The longest error line kept for a refused configuration's message, in characters.
+const MAX_KEPT_ERROR: usize = 500;
+
 /// `proxy_log`, once the message is read.
 pub(super) fn log(data: &mut HostData, level: LogLevel, message: &str) {
+    if matches!(level, LogLevel::Error | LogLevel::Critical) {
+        let mut line: String = message.chars().take(MAX_KEPT_ERROR).collect();
+        if line.len() < message.len() {
+            line.push('…');
+        }
+        data.last_error = Some(line);
+    }
     let plugin = data.plugin.name.as_str();
     match level {
         LogLevel::Trace => tracing::trace!(target: LOG_TARGET, plugin, "{message}"),
