@@ -184,6 +184,23 @@ fn program_tick(root: u32) {
     let _ = host(|h| h.set_tick_period(period));
 }
 
+/// Stream `ctx`'s delay is over: its filter's `on_delay_elapsed` says whether it goes on.
+fn delay_elapsed<F: Filter>(ctx: u32) {
+    let mut request = Request::default();
+    match with_filter::<F, _>(ctx, |f| f.on_delay_elapsed(&mut request)) {
+        Some(Ok(Action::Continue)) | None => resume(ctx),
+        Some(Ok(Action::Pause)) => {
+            if let Some(delay) = request.delay {
+                schedule(ctx, delay);
+            }
+        }
+        Some(Err(e)) => {
+            let side = core(|c| c.paused.remove(&ctx)).unwrap_or(StreamType::HttpRequest);
+            finish_phase(ctx, side, Err(e), None);
+        }
+    }
+}
+
 fn resume(ctx: u32) {
     if let Some(side) = core(|c| c.paused.remove(&ctx)) {
         let _ = host(|h| h.continue_stream(side));
@@ -321,8 +338,9 @@ pub mod exports {
         });
     }
 
-    /// `proxy_on_tick`: lets delayed streams whose time has come go on.
-    pub fn on_tick(root: u32) {
+    /// `proxy_on_tick`: delayed streams whose time has come go on, unless their filter's
+    /// [`Filter::on_delay_elapsed`] holds or answers them.
+    pub fn on_tick<F: Filter>(root: u32) {
         let now = now_nanos();
         let due: Vec<u32> = core(|c| {
             let Some(delays) = c.delays.get_mut(&root) else {
@@ -338,7 +356,7 @@ pub mod exports {
         });
         for ctx in due {
             if host(|h| h.set_effective_context(ctx)).is_ok() {
-                resume(ctx);
+                delay_elapsed::<F>(ctx);
             }
         }
         let _ = host(|h| h.set_effective_context(root));
@@ -424,7 +442,7 @@ macro_rules! export_filter {
 
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_tick(root: u32) {
-                sdk::on_tick(root)
+                sdk::on_tick::<$filter>(root)
             }
 
             #[unsafe(no_mangle)]

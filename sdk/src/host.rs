@@ -87,7 +87,9 @@ pub mod shared {
     }
 
     /// Sets `key` only if its CAS token is still `cas` (from [`get`]); a concurrent write
-    /// makes this fail with [`Error::is_cas_mismatch`]. Use `cas` 0 for "create".
+    /// makes this fail with [`Error::is_cas_mismatch`]. `cas` 0 writes unconditionally. A
+    /// missing key is created whatever `cas` is (Envoy's semantics), so after a [`get`] found
+    /// nothing, a non-zero `cas` creates the key only if no one else created it meanwhile.
     pub fn set_if(key: &str, value: &[u8], cas: u32) -> Result<()> {
         host(|h| h.set_shared_data(key, value, cas))
     }

@@ -163,6 +163,14 @@ pub trait Filter: Sized + 'static {
         Ok(Action::Continue)
     }
 
+    /// A [`Request::delay`] this request was held for is over. `Continue` (the default) lets
+    /// the request go on; [`Request::respond`] answers it instead, [`Request::delay`] holds it
+    /// again.
+    fn on_delay_elapsed(&mut self, request: &mut Request) -> Result<Action> {
+        let _ = request;
+        Ok(Action::Continue)
+    }
+
     /// The exchange is over (also when it failed or the client went away).
     fn on_log(&mut self, log: &Log) {
         let _ = log;

@@ -312,7 +312,7 @@ impl<F: Filter> Harness<F> {
                         let mut host = self.host.borrow_mut();
                         host.next_tick = host.tick_period.map(|p| at + p);
                     }
-                    self.call(self.root, || exports::on_tick(self.root));
+                    self.call(self.root, || exports::on_tick::<F>(self.root));
                 }
                 _ => break,
             }
@@ -891,7 +891,9 @@ impl HostCalls for TestHost {
     fn set_shared_data(&mut self, key: &str, value: &[u8], cas: u32) -> Result<()> {
         let mut data = self.shared.data.borrow_mut();
         let current = data.get(key).map_or(0, |(_, c)| *c);
-        if cas != 0 && cas != current {
+        // As the proxy (and Envoy): CAS 0 always writes, another CAS must be an existing
+        // key's current one, and a missing key is created whatever the CAS.
+        if cas != 0 && cas != current && data.contains_key(key) {
             return Err(Error::Host {
                 call: "proxy_set_shared_data",
                 status: Status::CasMismatch,

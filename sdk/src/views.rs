@@ -143,8 +143,9 @@ impl Request {
         property_string(UPSTREAM_CLUSTER)
     }
 
-    /// Holds the request for `duration` without blocking anything else, then lets it go on.
-    /// Return the [`Action`] it gives.
+    /// Holds the request for `duration` without blocking anything else, then lets it go on
+    /// (or not: see [`Filter::on_delay_elapsed`](crate::Filter::on_delay_elapsed)). Return
+    /// the [`Action`] it gives.
     pub fn delay(&mut self, duration: Duration) -> Action {
         self.delay = Some(duration);
         Action::Pause
