@@ -17,6 +17,7 @@ mod plugin_ratelimit;
 mod plugin_router;
 mod plugin_telemetry;
 mod proxy;
+mod quickstart;
 mod rejections;
 mod reload;
 mod routing;
