@@ -29,7 +29,7 @@ for v in DURATION WARMUP CONNS WASM_INSTANCES; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 for n in $FILTERS; do
-    [[ $n =~ ^([0-9]+|none)$ ]] || die "FILTERS lists filter counts or 'none' (got '$n')"
+    [[ $n =~ ^([0-9]+|none|builtins)$ ]] || die "FILTERS lists filter counts, 'none' or 'builtins' (got '$n')"
 done
 case "$WASM_TARGET" in wasm32-wasip1 | wasm32-unknown-unknown) ;;
     *) die "WASM_TARGET must be wasm32-wasip1 or wasm32-unknown-unknown" ;; esac
@@ -48,6 +48,12 @@ else
 fi
 
 read -r UP PROXY ADMIN <<<"$(helper ports 3)"
+
+# The builtins chain (bench/lib.sh) needs a valid JWT; every target gets the same request.
+AUTH=()
+if [[ " $FILTERS " == *" builtins "* ]]; then
+    AUTH=(-H "authorization: Bearer $(bench_jwt)")
+fi
 write_upstream_conf "$TMP/upstream" "$UP"
 start_nginx "$TMP/upstream"
 UP_PID=${PIDS[-1]}
@@ -85,7 +91,7 @@ callgrind_run() { # $1 = name, $2 = load|idle, $3 = admin port or "", $4... = co
     for _ in $(seq 600); do # up to 2 minutes: weft compiles the module under valgrind
         kill -0 "$pid" 2>/dev/null || die "$name exited during startup under valgrind (see $out.log)"
         if [[ -z $admin ]] || curl -fsS -o /dev/null --max-time 5 "http://127.0.0.1:$admin/ready" 2>/dev/null; then
-            if [[ $(curl -fsS --max-time 10 "http://127.0.0.1:$PROXY/" 2>/dev/null) == ok ]]; then
+            if [[ $(curl -fsS --max-time 10 "${AUTH[@]}" "http://127.0.0.1:$PROXY/" 2>/dev/null) == ok ]]; then
                 ready=1
                 break
             fi
@@ -93,7 +99,7 @@ callgrind_run() { # $1 = name, $2 = load|idle, $3 = admin port or "", $4... = co
         sleep 0.2
     done
     [[ $ready == 1 ]] || die "$name does not answer 'ok' under valgrind (see $out.log)"
-    local -a wrk=(wrk -t1 "-c$CONNS" --latency "http://127.0.0.1:$PROXY/")
+    local -a wrk=(wrk -t1 "-c$CONNS" --latency "${AUTH[@]}" "http://127.0.0.1:$PROXY/")
     run_load "$out.warmup.wrk" "${wrk[@]}" "-d${WARMUP}s" || die "$name: warm-up wrk failed"
     if [[ -n $admin ]]; then
         calls0=$(metric_sum "$admin" weft_plugin_calls_total) || die "$name: cannot read metrics"
@@ -143,7 +149,7 @@ measure_target() { # $1 = name, $2 = filter count or "", $3 = admin port or "", 
     ni=$RUN_REQUESTS ii=$RUN_INSTR ci=$RUN_CALLS
     callgrind_run "$name" load "$admin" "$@"
     nl=$RUN_REQUESTS il=$RUN_INSTR cl=$RUN_CALLS fl=$RUN_FAILURES
-    if [[ -n $filters && $filters != none && $filters -gt 0 && $cl -le 0 ]]; then
+    if [[ -n $filters && $filters != none && ($filters == builtins || $filters -gt 0) && $cl -le 0 ]]; then
         die "$name: weft_plugin_calls_total did not grow under load: the filters did not run (see $TMP/$name)"
     fi
     [[ -z $admin ]] || warn=$(cat "$TMP/$name"/*.log | grep -cE '\b(WARN|ERROR)\b' || true)
