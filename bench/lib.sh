@@ -120,8 +120,8 @@ build_weft() {
     if [[ -n ${WEFT_BIN:-} ]]; then
         [[ -x $WEFT_BIN ]] || die "WEFT_BIN=$WEFT_BIN is not an executable"
     else
-        log "building weft (cargo build --release -p weft-host)"
-        (cd "$REPO_DIR" && cargo build --release -p weft-host) || die "release build failed"
+        log "building weft (cargo build --release -p weft)"
+        (cd "$REPO_DIR" && cargo build --release -p weft) || die "release build failed"
         WEFT_BIN="${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/weft"
         [[ -x $WEFT_BIN ]] || die "build succeeded but $WEFT_BIN is missing"
     fi

@@ -1,6 +1,7 @@
 //! The weft control plane's core: the plugin registry ([`registry`]), the versioned resource
 //! set ([`resources`]), the storage both sit on ([`store`]) and the API token ([`token`]).
-//! The gRPC API, discovery and the CLI build on these.
+//! On them, [`server`] serves the gRPC API of `proto/weft/control/v1/control.proto`
+//! (generated as [`proto`]) with discovery, and [`client`] connects to it.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,7 +22,16 @@
 //! # }
 //! ```
 
+pub mod client;
 pub mod registry;
 pub mod resources;
+pub mod server;
 pub mod store;
 pub mod token;
+
+/// The API generated from `proto/weft/control/v1/control.proto` (package `weft.control.v1`):
+/// messages, `*_server` modules with the service traits, `*_client` modules with the clients.
+#[allow(missing_docs, clippy::all, clippy::unwrap_used)]
+pub mod proto {
+    tonic::include_proto!("weft.control.v1");
+}

@@ -34,7 +34,7 @@ use weft_host::config::PluginSource;
 
 use crate::{
     resources::{chain_plugins, plugin_source},
-    store::{self, ModuleVersion, PUBLISH_SEQUENCE, ReadTxn, Store, StoreError},
+    store::{self, ModuleVersion, PUBLISH_SEQUENCE, RESOURCE_VERSION, ReadTxn, Store, StoreError},
 };
 
 /// A registry failure, worded for the operator who caused it.
@@ -97,6 +97,12 @@ pub struct Published {
     pub version: ModuleVersion,
     /// `false` when exactly this module was already published under this name and version.
     pub created: bool,
+    /// The resource version after the publish. A stored `Plugin` with `url: registry://NAME`
+    /// follows the newest version, so a publish that moves one bumps the resource version:
+    /// what proxies must run changed.
+    pub resource_version: u64,
+    /// Whether this publish moved a `registry://NAME` Plugin (and bumped the version).
+    pub moved_plugins: bool,
 }
 
 /// The versions of one plugin.
@@ -157,6 +163,8 @@ impl Registry {
                     return Ok(Published {
                         version: existing,
                         created: false,
+                        resource_version: txn.counter(RESOURCE_VERSION)?,
+                        moved_plugins: false,
                     });
                 }
                 return Err(RegistryError::VersionExists {
@@ -178,9 +186,17 @@ impl Registry {
                 sequence: txn.bump_counter(PUBLISH_SEQUENCE)?,
             };
             txn.put_module_version(&record)?;
+            let moved_plugins = follows_newest(txn, name)?;
+            let resource_version = if moved_plugins {
+                txn.bump_counter(RESOURCE_VERSION)?
+            } else {
+                txn.counter(RESOURCE_VERSION)?
+            };
             Ok(Published {
                 version: record,
                 created: true,
+                resource_version,
+                moved_plugins,
             })
         })
     }
@@ -261,6 +277,16 @@ pub fn resolve(
             .into_iter()
             .max_by_key(|v| v.sequence)),
     }
+}
+
+/// Whether a stored `Plugin` follows the newest version of `name` (`url: registry://NAME`).
+fn follows_newest(txn: &dyn ReadTxn, name: &str) -> Result<bool, StoreError> {
+    Ok(txn.resources(Some("Plugin"))?.iter().any(|plugin| {
+        matches!(
+            plugin_source(&plugin.yaml),
+            Some(PluginSource::Registry { name: n, version: None }) if n == name
+        )
+    }))
 }
 
 /// The stored resources that keep `record` alive, each as a phrase.

@@ -334,3 +334,28 @@ fn a_reopened_registry_has_everything() -> TestResult {
     assert_eq!(registry.get("hello", None)?.version, "0.1.0");
     Ok(())
 }
+
+#[test]
+fn publishing_a_version_a_plugin_follows_bumps_the_resource_version() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path())?);
+    let registry = Registry::new(store.clone());
+    let resources = Resources::new(store);
+    let first = registry.publish("hello", "1.0.0", &module(PASSTHROUGH_WASIP1)?)?;
+    assert!(!first.moved_plugins);
+    assert_eq!(first.resource_version, 0);
+    resources.apply(
+        "apiVersion: weft/v1\nkind: Plugin\nmetadata: {name: greeter}\nspec: {url: \"registry://hello\"}\n",
+    )?;
+    let second = registry.publish("hello", "2.0.0", &wat(MINIMAL)?)?;
+    assert!(second.moved_plugins);
+    assert_eq!(second.resource_version, 2);
+    assert_eq!(resources.version()?, 2);
+    // Republishing is no move; another plugin's publish moves nothing.
+    let again = registry.publish("hello", "2.0.0", &wat(MINIMAL)?)?;
+    assert!(!again.moved_plugins);
+    let other = registry.publish("other", "1.0.0", &wat(MINIMAL)?)?;
+    assert!(!other.moved_plugins);
+    assert_eq!(resources.version()?, 2);
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `weft proxy`: a proxy fed by local YAML resources, and the run loop every proxy-running
+//! command shares (reload on SIGHUP, drain on SIGTERM or Ctrl-C).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+use weft_host::{
+    app::{App, AppOptions},
+    config::model::DurationSpec,
+};
+
+/// Flags of `weft proxy`.
+#[derive(clap::Args)]
+pub struct ProxyArgs {
+    /// YAML file of Listener, Cluster, FilterChain and Plugin resources.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Address of the admin server (/ready, /stats/prometheus, /config_dump, /clusters, /listeners).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
+    admin: SocketAddr,
+    /// How long SIGTERM waits for in-flight requests before closing connections.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// How often the config and certificate files are checked for changes.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    watch_interval: Duration,
+    /// Most plugin instances alive at once; each reserves address space for its largest
+    /// memory (256 MiB), so lower it where address space is scarce (valgrind).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    wasm_instances: u32,
+}
+
+/// A duration flag in the config's syntax (`10s`, `250ms`, `1h`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    text.parse::<DurationSpec>().map(|d| d.0)
+}
+
+/// Runs `weft proxy` until SIGTERM or Ctrl-C.
+pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let options = AppOptions {
+        config_path: args.config,
+        admin: Some(args.admin),
+        drain_timeout: args.drain_timeout,
+        watch_interval: args.watch_interval,
+        wasm_instances: args.wasm_instances,
+    };
+    run(options).await
+}
+
+/// Runs the proxy until SIGTERM or Ctrl-C, reloading on SIGHUP.
+pub async fn run(options: AppOptions) -> anyhow::Result<()> {
+    let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let app = App::start(options).await?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading configuration");
+                let _ = app.reload().await;
+            }
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!("draining");
+    app.drain().await;
+    Ok(())
+}
