@@ -28,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a proxy from local YAML resources; reload on file change and on SIGHUP, drain on SIGTERM.
+    /// Run a proxy from local YAML resources (reload on file change and on SIGHUP) or fed by the
+    /// control plane (--control URL --node NAME); drain on SIGTERM.
     Proxy(proxy::ProxyArgs),
     /// Quick start: the five built-in plugins chained in front of a demo service, on embedded
     /// defaults (examples/quickstart/weft.yaml).

@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+pub mod agent;
 pub mod client;
 pub mod registry;
 pub mod resources;
