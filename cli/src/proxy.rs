@@ -90,7 +90,7 @@ pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
 }
 
 /// Completes on SIGTERM or Ctrl-C.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     let mut terminate =
         signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     Ok(async move {

@@ -1,12 +1,17 @@
-//! `weft up`: the quick start — the five built-in plugins chained in front of two demo
-//! services, on the embedded resources of `examples/quickstart/weft.yaml`.
+//! `weft up`: the quick start in one process — a control plane, a proxy that follows it, and
+//! two demo services, with the resources of `examples/quickstart/weft.yaml` (the five built-in
+//! plugins chained) applied to the control plane.
 
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use weft_control::agent::{AgentOptions, run_agent};
+use weft_control::client;
+use weft_control::proto::ApplyRequest;
+use weft_control::server::{ServeOptions, start};
 use weft_host::{app::AppOptions, demo};
 
-use crate::proxy::run;
+use crate::proxy::shutdown_signal;
 
 /// Flags of `weft up`.
 #[derive(clap::Args)]
@@ -17,6 +22,9 @@ pub struct UpArgs {
     /// Address of the admin server.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
     admin: SocketAddr,
+    /// Address of the control plane's gRPC API.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:18000")]
+    control: SocketAddr,
 }
 
 /// The quick start's resources: `examples/quickstart/weft.yaml`, whose demo services (v1 on
@@ -33,13 +41,24 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .context("cannot start the demo upstream")?;
     let dir = std::env::temp_dir().join(format!("weft-up-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let config_path = dir.join("weft.yaml");
     let config = QUICKSTART
         .replace("127.0.0.1:9001", &v1.to_string())
         .replace("127.0.0.1:9002", &v2.to_string())
         .replace("127.0.0.1:8080", &args.listen.to_string());
-    std::fs::write(&config_path, config)
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
+
+    // The control plane, with the quick start applied to it.
+    let control = start(ServeOptions::new(args.control, dir.join("control")))
+        .await
+        .context("cannot start the control plane")?;
+    let url = format!("http://{}", control.addr);
+    let mut clients = client::connect(&url, &control.token).await?;
+    let applied = clients
+        .resources
+        .apply(ApplyRequest { yaml: config })
+        .await
+        .map_err(|status| anyhow::anyhow!("the quick start was refused: {}", status.message()))?
+        .into_inner();
+
     let proxy = args.listen;
     println!("weft is up: the five built-in plugins in front of a demo service (v1 and v2)");
     println!(
@@ -47,9 +66,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         args.admin
     );
     println!(
-        "  config    {}  (from examples/quickstart/weft.yaml)",
-        config_path.display()
+        "  control   {url}   (version {}; token in {})",
+        applied.version,
+        control.token_path.display()
     );
+    println!("  resources examples/quickstart/weft.yaml, applied to the control plane");
     println!("try:");
     println!("  curl -s  http://{proxy}/hello                                # public");
     println!("  curl -si http://{proxy}/api/orders                           # 401, no API key");
@@ -61,9 +82,19 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         "  curl -s  http://{}/stats/prometheus | grep istio_requests_total",
         args.admin
     );
-    let mut options = AppOptions::new(config_path);
-    options.admin = Some(args.admin);
-    let result = run(options).await;
+    println!(
+        "  WEFT_CONTROL={url} WEFT_TOKEN=$(cat {}) weft status",
+        control.token_path.display()
+    );
+
+    // The proxy follows the control plane, as `weft proxy --control` does.
+    let mut agent = AgentOptions::new(&url, "weft-up", &control.token, dir.join("proxy-cache"));
+    agent.app = AppOptions {
+        admin: Some(args.admin),
+        ..AppOptions::new(agent.app.config_path.clone())
+    };
+    let result = run_agent(agent, shutdown_signal()?).await;
+    let _ = control.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
