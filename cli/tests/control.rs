@@ -12,45 +12,10 @@ use weft_test_artifacts::PASSTHROUGH_WASIP1;
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
 /// A chain running the `hello` plugin, which follows the newest published version.
-const CHAIN: &str = "\
-apiVersion: weft/v1
-kind: Plugin
-metadata: {name: hello}
-spec:
-  url: registry://hello
----
-apiVersion: weft/v1
-kind: FilterChain
-metadata: {name: edge}
-spec:
-  filters:
-    - plugin: hello
----
-apiVersion: weft/v1
-kind: Cluster
-metadata: {name: web}
-spec:
-  endpoints: [\"127.0.0.1:8080\"]
----
-apiVersion: weft/v1
-kind: Listener
-metadata: {name: public}
-spec:
-  address: 127.0.0.1:0
-  filterChain: edge
-  defaultCluster: web
-";
+const CHAIN: &str = include_str!("../../control/tests/fixtures/chain.yaml");
 
 /// A listener whose chain does not exist.
-const DANGLING: &str = "\
-apiVersion: weft/v1
-kind: Listener
-metadata: {name: other}
-spec:
-  address: 127.0.0.1:0
-  filterChain: missing
-  defaultCluster: web
-";
+const DANGLING: &str = include_str!("../../control/tests/fixtures/dangling.yaml");
 
 /// Runs `weft ARGS --control URL --token TOKEN` in `dir` (so no ./weft-data/token is found
 /// by accident) with the WEFT_* variables cleared.
