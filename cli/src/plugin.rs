@@ -1,11 +1,17 @@
 //! `weft plugin ...`: scaffold a new filter crate (`new`), and the control plane's registry
-//! (`publish`, `list`).
+//! (`publish`, `list`, `reload`).
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use weft_control::{
-    proto::{ListPluginsRequest, PublishChunk},
+    client::Clients,
+    proto::{ListPluginsRequest, ProxyStatus, PublishChunk, ReloadRequest, StatusRequest},
     server::{CHUNK_BYTES, MAX_MODULE_BYTES},
 };
 use weft_host::scaffold::{self, SdkSource};
@@ -22,6 +28,21 @@ pub enum PluginCommand {
     Publish(PublishArgs),
     /// List the registry's plugins and their versions.
     List(ListArgs),
+    /// Make every proxy move to the newest version of NAME and re-instantiate it; waits until
+    /// every connected proxy ACKed, or one NACKed, and says which.
+    Reload(ReloadArgs),
+}
+
+/// Flags of `weft plugin reload`.
+#[derive(clap::Args)]
+pub struct ReloadArgs {
+    /// The plugin's registry name.
+    name: String,
+    /// How long to wait for every proxy's answer.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::proxy::parse_duration)]
+    timeout: Duration,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 /// Flags of `weft plugin publish`.
@@ -66,6 +87,133 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<()> {
         PluginCommand::New(args) => new(args),
         PluginCommand::Publish(args) => publish(args).await,
         PluginCommand::List(args) => list(args).await,
+        PluginCommand::Reload(args) => reload(args).await,
+    }
+}
+
+/// How often `weft plugin reload` asks the control plane for the proxies' answers.
+const RELOAD_POLL: Duration = Duration::from_millis(100);
+
+/// `weft plugin reload`: asks the control plane for the reload, then follows `Status` until
+/// every proxy connected at that moment answered the reload's version.
+async fn reload(args: ReloadArgs) -> anyhow::Result<()> {
+    let mut clients = args.client.connect().await?;
+    let what = format!("reload {}", args.name);
+    let reply = clients
+        .registry
+        .reload(ReloadRequest {
+            name: args.name.clone(),
+        })
+        .await
+        .map_err(|status| call_error(&what, status))?
+        .into_inner();
+    let module = reply.module.unwrap_or_default();
+    let target = format!("{}@{}", module.name, module.version);
+    let nodes: Vec<String> = proxies(&mut clients)
+        .await?
+        .iter()
+        .filter(|p| p.connected)
+        .map(|p| p.node.clone())
+        .collect();
+    if nodes.is_empty() {
+        println!(
+            "reload of {target} is version {}; no proxy is connected: each moves to it when it subscribes",
+            reply.version
+        );
+        return Ok(());
+    }
+    let deadline = Instant::now() + args.timeout;
+    let mut reported: BTreeMap<String, Answer> = BTreeMap::new();
+    loop {
+        let proxies = proxies(&mut clients).await?;
+        for node in &nodes {
+            let answer = answer(proxies.iter().find(|p| &p.node == node), reply.version);
+            if answer != Answer::Pending && !reported.contains_key(node) {
+                if let Answer::Ack = answer {
+                    println!("{node:<24} ACK   version {}", reply.version);
+                }
+                reported.insert(node.clone(), answer.clone());
+            }
+        }
+        if let Some((node, Answer::Nack(reason))) =
+            reported.iter().find(|(_, a)| matches!(a, Answer::Nack(_)))
+        {
+            anyhow::bail!(
+                "{what}: proxy `{node}` NACKed version {} ({target}): {reason}",
+                reply.version
+            );
+        }
+        if reported.len() == nodes.len() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let pending: Vec<&str> = nodes
+                .iter()
+                .filter(|n| !reported.contains_key(*n))
+                .map(String::as_str)
+                .collect();
+            anyhow::bail!(
+                "{what}: no answer for version {} from {} within {:?}",
+                reply.version,
+                pending.join(", "),
+                args.timeout
+            );
+        }
+        tokio::time::sleep(RELOAD_POLL).await;
+    }
+    println!(
+        "reloaded {target} (sha256:{}) on {} prox{}: Plugin {}; resource version {}",
+        module.sha256,
+        nodes.len(),
+        if nodes.len() == 1 { "y" } else { "ies" },
+        reply.plugins.join(", "),
+        reply.version
+    );
+    Ok(())
+}
+
+/// Every proxy the control plane knows, with its answers.
+async fn proxies(clients: &mut Clients) -> anyhow::Result<Vec<ProxyStatus>> {
+    Ok(clients
+        .discovery
+        .status(StatusRequest {})
+        .await
+        .map_err(|status| call_error("status", status))?
+        .into_inner()
+        .proxies)
+}
+
+/// A proxy's answer to the reload's version, as `Status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    /// It runs the version, or a newer one.
+    Ack,
+    /// It rejected the version, or a newer one; why.
+    Nack(String),
+    /// It has not answered yet.
+    Pending,
+}
+
+/// What `proxy` (absent: no longer known) answered to `version`. A proxy that disconnected
+/// without answering counts as a NACK: it does not run the reload.
+fn answer(proxy: Option<&ProxyStatus>, version: u64) -> Answer {
+    let Some(proxy) = proxy else {
+        return Answer::Nack("the control plane no longer knows this proxy".into());
+    };
+    if proxy.applied_version >= version {
+        Answer::Ack
+    } else if proxy.last_nack_version >= version {
+        Answer::Nack(
+            proxy
+                .last_nack_error
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    } else if !proxy.connected {
+        Answer::Nack("it disconnected before answering".into())
+    } else {
+        Answer::Pending
     }
 }
 
@@ -171,6 +319,30 @@ fn new(args: PluginNewArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_is_answered_by_the_version_acked_or_nacked() {
+        let proxy = |applied, nack, connected| ProxyStatus {
+            node: "edge-a".into(),
+            connected,
+            applied_version: applied,
+            last_nack_version: nack,
+            last_nack_error: "filter `hello`:\n bad".into(),
+            last_seen_unix_ms: 0,
+        };
+        assert_eq!(answer(Some(&proxy(7, 0, true)), 7), Answer::Ack);
+        assert_eq!(answer(Some(&proxy(8, 0, true)), 7), Answer::Ack);
+        assert_eq!(answer(Some(&proxy(6, 5, true)), 7), Answer::Pending);
+        assert_eq!(
+            answer(Some(&proxy(6, 7, true)), 7),
+            Answer::Nack("filter `hello`: bad".into())
+        );
+        assert!(matches!(
+            answer(Some(&proxy(6, 0, false)), 7),
+            Answer::Nack(_)
+        ));
+        assert!(matches!(answer(None, 7), Answer::Nack(_)));
+    }
 
     #[test]
     fn modules_go_in_one_mib_chunks_the_first_named() {

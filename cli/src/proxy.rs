@@ -57,7 +57,7 @@ pub struct ProxyArgs {
 }
 
 /// A duration flag in the config's syntax (`10s`, `250ms`, `1h`).
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     text.parse::<DurationSpec>().map(|d| d.0)
 }
 
@@ -83,6 +83,17 @@ pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
                 config_path: agent.app.config_path,
                 ..options
             };
+            // The configuration comes from the control plane, so SIGHUP has nothing to
+            // re-read; it must not terminate the proxy (its default action) either.
+            let mut hangup =
+                signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::info!(
+                        "SIGHUP ignored: this proxy's configuration comes from the control plane"
+                    );
+                }
+            });
             run_agent(agent, shutdown_signal()?).await
         }
         _ => run(options).await,

@@ -4,9 +4,20 @@
 use std::{
     path::Path,
     process::{Command, Output},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
-use weft_control::server::{Running, ServeOptions, start};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use weft_control::{
+    client,
+    proto::{DiscoveryRequest, StatusRequest},
+    server::{Running, ServeOptions, start},
+};
 use weft_test_artifacts::PASSTHROUGH_WASIP1;
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
@@ -137,6 +148,142 @@ async fn publish_list_apply_get_and_refusals_through_the_binary() {
     running.shutdown().await.expect("shutdown");
 }
 
+/// A simulated proxy on its own Subscribe call: ACKs every snapshot, or NACKs with `boom`
+/// while `nack` is set. Ends when the task is aborted.
+fn simulated_proxy(
+    running: &Running,
+    node: &'static str,
+    nack: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let url = format!("http://{}", running.addr);
+    let token = running.token.clone();
+    tokio::spawn(async move {
+        let mut clients = client::connect(&url, &token).await.expect("connects");
+        let (requests, outbound) = mpsc::channel(4);
+        let hello = DiscoveryRequest {
+            node: node.into(),
+            ..Default::default()
+        };
+        requests.send(hello).await.expect("first request");
+        let mut snapshots = clients
+            .discovery
+            .subscribe(ReceiverStream::new(outbound))
+            .await
+            .expect("subscribes")
+            .into_inner();
+        let mut running_version = 0;
+        while let Ok(Some(snapshot)) = snapshots.message().await {
+            let refuse = nack.load(Ordering::SeqCst);
+            if !refuse {
+                running_version = snapshot.version;
+            }
+            let answer = DiscoveryRequest {
+                node: node.into(),
+                version_info: running_version,
+                response_nonce: snapshot.nonce,
+                error_detail: if refuse { "boom".into() } else { String::new() },
+            };
+            if requests.send(answer).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_reload_waits_for_every_proxy_and_names_the_one_that_nacked() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut options = ServeOptions::new(([127, 0, 0, 1], 0).into(), data.path().to_owned());
+    options.debounce = Duration::from_millis(20);
+    let running = start(options).await.expect("control plane starts");
+    let token = running.token.clone();
+    let dir = work.path();
+    let wasm = PASSTHROUGH_WASIP1;
+    let args = ["plugin", "publish", "hello", wasm, "--version", "1.0.0"];
+    assert!(weft(&running, &token, dir, &args).await.status.success());
+
+    let unused = weft(&running, &token, dir, &["plugin", "reload", "hello"]).await;
+    assert_eq!(unused.status.code(), Some(1));
+    assert!(
+        stderr(&unused).starts_with(
+            "weft: reload hello: failed precondition: no Plugin resource refers to registry://hello"
+        ),
+        "{}",
+        stderr(&unused)
+    );
+
+    let chain = dir.join("chain.yaml");
+    std::fs::write(&chain, CHAIN).expect("write chain");
+    let chain = chain.to_string_lossy().into_owned();
+    assert!(
+        weft(&running, &token, dir, &["apply", "-f", &chain])
+            .await
+            .status
+            .success()
+    );
+    let alone = weft(&running, &token, dir, &["plugin", "reload", "hello"]).await;
+    assert!(alone.status.success(), "{}", stderr(&alone));
+    assert!(
+        stdout(&alone).contains("no proxy is connected"),
+        "{}",
+        stdout(&alone)
+    );
+
+    let nack = Arc::new(AtomicBool::new(false));
+    let proxies = [
+        simulated_proxy(&running, "edge-a", Arc::new(AtomicBool::new(false))),
+        simulated_proxy(&running, "edge-b", nack.clone()),
+    ];
+    let mut clients = client::connect(&format!("http://{}", running.addr), &token)
+        .await
+        .expect("connects");
+    for _ in 0..500 {
+        let status = clients
+            .discovery
+            .status(StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        let acked = status
+            .proxies
+            .iter()
+            .filter(|p| p.connected && p.applied_version == status.version)
+            .count();
+        if acked == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let reloaded = weft(&running, &token, dir, &["plugin", "reload", "hello"]).await;
+    assert!(reloaded.status.success(), "{}", stderr(&reloaded));
+    let out = stdout(&reloaded);
+    for node in ["edge-a", "edge-b"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(node) && l.contains("ACK")),
+            "{out}"
+        );
+    }
+    assert!(out.contains("reloaded hello@1.0.0 (sha256:"), "{out}");
+    assert!(out.contains("on 2 proxies"), "{out}");
+
+    nack.store(true, Ordering::SeqCst);
+    let refused = weft(&running, &token, dir, &["plugin", "reload", "hello"]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
+    let err = stderr(&refused);
+    assert!(
+        err.contains("proxy `edge-b` NACKed version") && err.trim_end().ends_with(": boom"),
+        "{err}"
+    );
+
+    for proxy in proxies {
+        proxy.abort();
+    }
+    running.shutdown().await.expect("shutdown");
+}
+
 #[test]
 fn an_unreachable_control_plane_is_one_line_and_a_failure() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -163,6 +310,7 @@ fn help_documents_every_client_flag() {
         &["control"][..],
         &["plugin", "publish"],
         &["plugin", "list"],
+        &["plugin", "reload"],
         &["apply"],
         &["get"],
         &["delete"],

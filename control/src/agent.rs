@@ -9,11 +9,16 @@
 //! in `CACHE/last-good.version`); failure is NACKed with the reason and the last good file is
 //! put back, so the running configuration is untouched.
 //!
+//! A module whose reload generation grew since the last applied snapshot (`weft plugin
+//! reload`) has its filters replaced with fresh instances ([`App::reload_renewing`]), even
+//! when nothing else changed.
+//!
 //! Losing the control plane changes nothing: the proxy keeps serving and reconnects with capped
 //! exponential backoff. Started while the control plane is down, it serves
 //! `CACHE/last-good.yaml` at once when there is one.
 
 use std::{
+    collections::BTreeMap,
     future::Future,
     path::{Path, PathBuf},
     time::Duration,
@@ -81,6 +86,8 @@ struct Agent {
     app: Option<App>,
     /// The version the proxy runs (0: none yet).
     version: u64,
+    /// The reload generation of each registry module in the running snapshot.
+    generations: BTreeMap<String, u64>,
 }
 
 /// Runs the proxy fed by the control plane until `shutdown` completes, then drains it.
@@ -96,6 +103,7 @@ pub async fn run_agent(
         cache,
         app: None,
         version: 0,
+        generations: BTreeMap::new(),
     };
     agent.options.app.config_path = agent.cache.join(SNAPSHOT_FILE);
     agent.start_from_last_good().await;
@@ -204,6 +212,11 @@ impl Agent {
         match &result {
             Ok(()) => {
                 self.version = snapshot.version;
+                self.generations = snapshot
+                    .modules
+                    .iter()
+                    .map(|m| (m.name.clone(), m.generation))
+                    .collect();
                 let path = &self.options.app.config_path;
                 let text = std::fs::read(path)?;
                 write_atomic(&self.cache.join(LAST_GOOD_FILE), &text)?;
@@ -229,7 +242,8 @@ impl Agent {
         write_atomic(&self.options.app.config_path, yaml.as_bytes())?;
         match &self.app {
             Some(app) => {
-                app.reload().await?;
+                let renew = self.renewed(&snapshot.modules)?;
+                app.reload_renewing(&renew).await?;
             }
             None => self.app = Some(App::start(self.options.app.clone()).await?),
         }
@@ -256,6 +270,27 @@ impl Agent {
         }
     }
 
+    /// The digests of the modules reloaded since the running snapshot: their generation grew.
+    fn renewed(&self, modules: &[ModuleRef]) -> anyhow::Result<Vec<[u8; 32]>> {
+        let mut renew = Vec::new();
+        for module in modules {
+            let grew = self
+                .generations
+                .get(&module.name)
+                .is_some_and(|&running| module.generation > running);
+            if grew {
+                renew.push(digest(&module.sha256).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "module `{}`: invalid sha256 `{}`",
+                        module.url,
+                        module.sha256
+                    )
+                })?);
+            }
+        }
+        Ok(renew)
+    }
+
     fn modules_dir(&self) -> PathBuf {
         self.cache.join(MODULES_DIR)
     }
@@ -263,11 +298,7 @@ impl Agent {
     /// Makes sure `CACHE/modules/SHA256.wasm` holds the module, fetching it if not.
     async fn ensure_module(&self, clients: &mut Clients, module: &ModuleRef) -> anyhow::Result<()> {
         let sha = &module.sha256;
-        if sha.len() != 64
-            || !sha
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if digest(sha).is_none() {
             anyhow::bail!("module `{}`: invalid sha256 `{sha}`", module.url);
         }
         let path = self.modules_dir().join(format!("{sha}.wasm"));
@@ -298,6 +329,24 @@ impl Agent {
         tracing::info!(module = %module.url, sha256 = %sha, size = bytes.len(), "module cached");
         Ok(())
     }
+}
+
+/// The 32 bytes of a lowercase hex sha256; `None` unless it is exactly 64 lowercase hex digits.
+fn digest(hex: &str) -> Option<[u8; 32]> {
+    let nibble = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -353,6 +402,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn digests_are_64_lowercase_hex_digits() {
+        let sha = format!("{}{}", "0f".repeat(31), "a9");
+        let bytes = digest(&sha).expect("valid");
+        assert_eq!(bytes[0], 0x0f);
+        assert_eq!(bytes[31], 0xa9);
+        assert_eq!(hex(&bytes), sha);
+        assert_eq!(digest(&sha.to_uppercase()), None);
+        assert_eq!(digest(&sha[..62]), None);
+        assert_eq!(digest(&format!("{}zz", &sha[..62])), None);
+    }
+
+    #[test]
     fn registry_urls_become_cached_files_and_longer_urls_are_left_alone() {
         let modules = vec![ModuleRef {
             name: "a".into(),
@@ -360,6 +421,7 @@ mod tests {
             sha256: "ab".repeat(32),
             size: 1,
             url: "registry://a".into(),
+            generation: 0,
         }];
         let yaml = "url: registry://a\n---\nurl: registry://a@2.0\n---\nurl: registry://ab\n";
         let out = rewrite_registry_urls(yaml, &modules, Path::new("/c/modules"));

@@ -75,6 +75,11 @@ pub enum RegistryError {
     /// No such plugin, version or module.
     #[error("{0} is not in the registry")]
     NotFound(String),
+    /// A reload of a plugin no stored `Plugin` refers to.
+    #[error(
+        "no Plugin resource refers to registry://{0}: nothing runs it, so there is nothing to reload"
+    )]
+    NotUsed(String),
     /// The version is referenced by stored resources.
     #[error("cannot delete {name}@{version}: {users}")]
     InUse {
@@ -103,6 +108,24 @@ pub struct Published {
     pub resource_version: u64,
     /// Whether this publish moved a `registry://NAME` Plugin (and bumped the version).
     pub moved_plugins: bool,
+}
+
+/// The outcome of a reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The newest version: what `registry://NAME` Plugins run after the reload.
+    pub version: ModuleVersion,
+    /// NAME's reload generation after this reload.
+    pub generation: u64,
+    /// The resource version carrying the reload.
+    pub resource_version: u64,
+    /// The `Plugin` resources that refer to NAME, sorted.
+    pub plugins: Vec<String>,
+}
+
+/// The counter holding `name`'s reload generation.
+pub fn reload_counter(name: &str) -> String {
+    format!("reload/{name}")
 }
 
 /// The versions of one plugin.
@@ -233,6 +256,37 @@ impl Registry {
         store::read(&*self.store, |txn| {
             txn.module(sha256)?
                 .ok_or_else(|| RegistryError::NotFound(format!("module sha256 {sha256}")))
+        })
+    }
+
+    /// Makes every proxy re-instantiate `name`: bumps its reload generation and the resource
+    /// version in one transaction. Refused when `name` has no published version or no stored
+    /// `Plugin` refers to it.
+    pub fn reload(&self, name: &str) -> Result<Reloaded, RegistryError> {
+        validate_name(name)?;
+        store::write(&*self.store, |txn| {
+            let newest = resolve(txn, name, None)?.ok_or_else(|| not_found(name, None))?;
+            let mut plugins: Vec<String> = txn
+                .resources(Some("Plugin"))?
+                .into_iter()
+                .filter(|plugin| {
+                    matches!(
+                        plugin_source(&plugin.yaml),
+                        Some(PluginSource::Registry { name: n, .. }) if n == name
+                    )
+                })
+                .map(|plugin| plugin.name)
+                .collect();
+            if plugins.is_empty() {
+                return Err(RegistryError::NotUsed(name.to_owned()));
+            }
+            plugins.sort();
+            Ok(Reloaded {
+                version: newest,
+                generation: txn.bump_counter(&reload_counter(name))?,
+                resource_version: txn.bump_counter(RESOURCE_VERSION)?,
+                plugins,
+            })
         })
     }
 

@@ -12,7 +12,7 @@ use tokio::{
 use weft_control::{
     agent::{AgentOptions, LAST_GOOD_FILE, run_agent},
     client::{self, Clients},
-    proto::{ApplyRequest, ProxyStatus, PublishChunk, StatusRequest},
+    proto::{ApplyRequest, ProxyStatus, PublishChunk, ReloadRequest, StatusRequest},
     server::{Running, ServeOptions, start},
 };
 use weft_test_artifacts::HEADERS_WASIP1;
@@ -62,12 +62,16 @@ async fn echo_upstream() -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     Ok((addr, task))
 }
 
-/// One GET through `proxy`; the whole answer, lowercased.
+/// One GET / through `proxy`; the whole answer, lowercased.
 async fn get(proxy: SocketAddr) -> std::io::Result<String> {
-    let mut socket = TcpStream::connect(proxy).await?;
-    socket
-        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
-        .await?;
+    get_path(proxy, "/").await
+}
+
+/// One GET of `path` from `server`; the whole answer, lowercased.
+async fn get_path(server: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut socket = TcpStream::connect(server).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
+    socket.write_all(request.as_bytes()).await?;
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer))
         .await
@@ -292,6 +296,69 @@ async fn a_restart_while_the_control_plane_is_down_serves_the_last_good_snapshot
     let _ = stop.send(());
     tokio::time::timeout(WAIT, agent).await???;
     restarted.shutdown().await?;
+    Ok(())
+}
+
+/// `weft_plugin_reloads_total{plugin="headers"}` on the proxy's admin server: how many times
+/// the `headers` filter was built.
+async fn headers_builds(admin: SocketAddr) -> Result<u64, Box<dyn std::error::Error>> {
+    let stats = get_path(admin, "/stats/prometheus").await?;
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with("weft_plugin_reloads_total{plugin=\"headers\"}"))
+        .ok_or_else(|| format!("no reload counter for `headers` in {stats}"))?;
+    Ok(line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("unreadable counter line {line}"))?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_reload_replaces_the_filter_on_the_proxy_and_is_acked() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let cache = tempfile::tempdir()?;
+    let (running, mut clients) = start_control(data.path()).await?;
+    let (upstream, _upstream_task) = echo_upstream().await?;
+    let listen = free_port()?;
+    publish_headers(&mut clients).await?;
+    let applied = apply(&mut clients, &chain(listen, upstream)).await?;
+
+    let control = format!("http://{}", running.addr);
+    let mut options = agent_options(&control, &running.token, cache.path());
+    let admin = free_port()?;
+    options.app.admin = Some(admin);
+    let (stop, agent) = spawn_agent(options);
+    wait_filtered(listen).await?;
+    wait_status(&mut clients, "edge-1", |s| s.applied_version == applied).await?;
+    let before = headers_builds(admin).await?;
+
+    // Nothing changed but the reload: the proxy still builds the filter afresh, and ACKs.
+    let reply = clients
+        .registry
+        .reload(ReloadRequest {
+            name: "headers".into(),
+        })
+        .await?
+        .into_inner();
+    assert!(reply.version > applied);
+    assert_eq!(reply.plugins, ["headers"]);
+    assert_eq!(reply.module.map(|m| m.version).as_deref(), Some("1.0.0"));
+    wait_status(&mut clients, "edge-1", |s| {
+        s.applied_version == reply.version
+    })
+    .await?;
+    assert_eq!(headers_builds(admin).await?, before + 1);
+    wait_filtered(listen).await?;
+
+    // An unchanged snapshot (an apply of the same documents) rebuilds nothing.
+    let same = apply(&mut clients, &chain(listen, upstream)).await?;
+    assert_eq!(same, reply.version, "applying the same set changes nothing");
+    assert_eq!(headers_builds(admin).await?, before + 1);
+
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, agent).await???;
+    running.shutdown().await?;
     Ok(())
 }
 

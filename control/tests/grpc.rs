@@ -14,7 +14,7 @@ use weft_control::{
     proto::{
         ApplyRequest, ChangeAction, DeletePluginRequest, DeleteResourceRequest, DiscoveryRequest,
         FetchRequest, GetPluginRequest, GetResourceRequest, ListPluginsRequest,
-        ListResourcesRequest, PublishChunk, Snapshot, StatusRequest,
+        ListResourcesRequest, PublishChunk, ReloadRequest, Snapshot, StatusRequest,
         registry_client::RegistryClient,
     },
     server::{Running, ServeOptions, start},
@@ -484,6 +484,62 @@ async fn a_subscriber_gets_snapshots_and_status_shows_its_acks_and_nacks() -> Te
     // Hanging up shows as disconnected.
     drop(proxy);
     wait_for_status(&mut clients, "proxy-a", |p| !p.connected).await?;
+    running.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reload_pushes_the_newest_version_with_a_new_generation() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (running, mut clients) = start_in(dir.path()).await?;
+    let reload = |name: &str| ReloadRequest { name: name.into() };
+
+    let unknown = code(clients.registry.reload(reload("hello")).await);
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    let bytes = std::fs::read(PASSTHROUGH_WASIP1)?;
+    publish(&mut clients, "hello", "1.0.0", &bytes, 1024 * 1024).await?;
+    let unused = code(clients.registry.reload(reload("hello")).await);
+    assert_eq!(unused.code(), Code::FailedPrecondition);
+    assert!(
+        unused
+            .message()
+            .contains("no Plugin resource refers to registry://hello"),
+        "{}",
+        unused.message()
+    );
+
+    let applied = apply(&mut clients, CHAIN).await?;
+    let mut proxy = Proxy::subscribe(&mut clients, "proxy-a").await?;
+    let first = proxy.next().await?;
+    assert_eq!(first.modules[0].generation, 0);
+    proxy.answer(&first, applied, "").await?;
+
+    let reply = clients.registry.reload(reload("hello")).await?.into_inner();
+    assert_eq!(reply.version, applied + 1);
+    assert_eq!(reply.generation, 1);
+    assert_eq!(reply.plugins, ["hello"]);
+    let module = reply.module.ok_or("no module")?;
+    assert_eq!(module.version, "1.0.0");
+    let pushed = proxy.next().await?;
+    assert_eq!(pushed.version, reply.version);
+    assert_eq!(pushed.yaml, first.yaml, "only the generation changed");
+    assert_eq!(pushed.modules[0].generation, 1);
+    assert_eq!(pushed.modules[0].sha256, module.sha256);
+    proxy.answer(&pushed, pushed.version, "").await?;
+    wait_for_status(&mut clients, "proxy-a", |p| {
+        p.applied_version == reply.version
+    })
+    .await?;
+
+    // The generation survives a restart.
+    drop(proxy);
+    running.shutdown().await?;
+    let (running, mut clients) = start_in(dir.path()).await?;
+    let mut proxy = Proxy::subscribe(&mut clients, "proxy-a").await?;
+    let again = proxy.next().await?;
+    assert_eq!(again.version, reply.version);
+    assert_eq!(again.modules[0].generation, 1);
+    drop(proxy);
     running.shutdown().await?;
     Ok(())
 }

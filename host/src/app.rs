@@ -113,7 +113,7 @@ impl App {
         };
         let wasm =
             WasmHost::new(engine, metrics.registry()).context("cannot start the Wasm engine")?;
-        let first = runtime::prepare(config, &map, None, &metrics, &wasm)
+        let first = runtime::prepare(config, &map, None, &[], &metrics, &wasm)
             .await
             .map_err(anyhow::Error::new)?;
         wasm.clusters.store(Arc::new(first.clusters.clone()));
@@ -186,7 +186,14 @@ impl App {
     /// Re-reads the configuration file. `Ok(true)`: a new configuration is serving;
     /// `Ok(false)`: nothing changed; `Err`: rejected, the running configuration keeps serving.
     pub async fn reload(&self) -> Result<bool, ConfigError> {
-        self.core.reload().await
+        self.core.reload(&[]).await
+    }
+
+    /// Re-reads the configuration file like [`App::reload`], and also replaces every filter
+    /// running a module whose sha256 is in `renew`, unchanged or not: fresh instances, their
+    /// `on_configure` run again, all-or-nothing like any update. A plugin reload uses this.
+    pub async fn reload_renewing(&self, renew: &[[u8; 32]]) -> Result<bool, ConfigError> {
+        self.core.reload(renew).await
     }
 
     /// Stops accepting, asks every connection to finish (GOAWAY on HTTP/2, `Connection: close`
@@ -232,11 +239,11 @@ impl Drop for App {
 }
 
 impl Core {
-    async fn reload(&self) -> Result<bool, ConfigError> {
+    async fn reload(&self, renew: &[[u8; 32]]) -> Result<bool, ConfigError> {
         let mut state = self.state.lock().await;
         let path = &self.options.config_path;
         state.last_seen = std::fs::read(path).ok();
-        let result = self.try_reload(&mut state).await;
+        let result = self.try_reload(&mut state, renew).await;
         state.modules_seen = match config::load_file(path) {
             Ok((config, _)) => module_stamps(&config),
             Err(_) => module_stamps(&self.shared.runtime.load().config),
@@ -256,12 +263,19 @@ impl Core {
         result
     }
 
-    async fn try_reload(&self, state: &mut State) -> Result<bool, ConfigError> {
+    async fn try_reload(&self, state: &mut State, renew: &[[u8; 32]]) -> Result<bool, ConfigError> {
         let (config, map) = config::load_file(&self.options.config_path)?;
         let current = self.shared.runtime.load_full();
         let wasm = &self.shared.wasm;
-        let next =
-            runtime::prepare(config, &map, Some(&current), &self.shared.metrics, wasm).await?;
+        let next = runtime::prepare(
+            config,
+            &map,
+            Some(&current),
+            renew,
+            &self.shared.metrics,
+            wasm,
+        )
+        .await?;
         if !next.changed {
             return Ok(false);
         }
@@ -395,7 +409,7 @@ async fn watch(core: Arc<Core>) {
                     .any(|(path, seen)| stamp(path) != *seen)
         };
         if changed {
-            let _ = core.reload().await;
+            let _ = core.reload(&[]).await;
         }
         core.reload_certificates().await;
     }

@@ -134,16 +134,18 @@ pub struct Shared {
 /// not change are carried over from `previous` (keeping pools, ejections, certificate state and
 /// warm plugin instances). Every new filter is validated here: its module read, checked and
 /// compiled, and one instance started with `on_configure` run — a plugin that rejects its
-/// configuration rejects the whole update.
+/// configuration rejects the whole update. Filters whose module digest is in `renew` are
+/// built afresh even when unchanged (a plugin reload: new instances, `on_configure` again).
 pub async fn prepare(
     config: Config,
     map: &SourceMap,
     previous: Option<&Runtime>,
+    renew: &[[u8; 32]],
     metrics: &Metrics,
     wasm: &Arc<WasmHost>,
 ) -> Result<Runtime, ConfigError> {
     let mut changed = previous.is_none_or(|p| *p.config != config);
-    let chains = prepare_chains(&config, map, previous, wasm, &mut changed).await?;
+    let chains = prepare_chains(&config, map, previous, renew, wasm, &mut changed).await?;
     let mut clusters = BTreeMap::new();
     for (name, cluster) in &config.clusters {
         let reused = previous
@@ -206,11 +208,12 @@ pub async fn prepare(
 }
 
 /// Builds every filter chain, keeping filters whose plugin, configuration and module digest are
-/// unchanged from `previous`.
+/// unchanged from `previous`, unless their digest is in `renew`.
 async fn prepare_chains(
     config: &Config,
     map: &SourceMap,
     previous: Option<&Runtime>,
+    renew: &[[u8; 32]],
     wasm: &Arc<WasmHost>,
     changed: &mut bool,
 ) -> Result<BTreeMap<Arc<str>, Arc<Chain>>, ConfigError> {
@@ -253,6 +256,7 @@ async fn prepare_chains(
             };
             let kept = reusable
                 .iter()
+                .filter(|_| !renew.contains(&module.sha256))
                 .find(|f| f.is_same(plugin, filter, &module.sha256))
                 .cloned();
             let live = match kept {

@@ -359,3 +359,37 @@ fn publishing_a_version_a_plugin_follows_bumps_the_resource_version() -> TestRes
     assert_eq!(resources.version()?, 2);
     Ok(())
 }
+
+#[test]
+fn a_reload_names_every_plugin_of_the_module_and_bumps_its_generation() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(dir.path())?);
+    let registry = Registry::new(store.clone());
+    let resources = Resources::new(store.clone());
+    registry.publish("hello", "1.0.0", &module(PASSTHROUGH_WASIP1)?)?;
+    registry.publish("hello", "2.0.0", &wat(MINIMAL)?)?;
+    let applied = resources.apply(&format!(
+        "apiVersion: weft/v1\nkind: Plugin\nmetadata: {{name: pinned}}\nspec: {{url: \"registry://hello@1.0.0\"}}\n---\napiVersion: weft/v1\nkind: Plugin\nmetadata: {{name: hello}}\nspec: {{url: \"registry://hello\"}}\n---\n{CHAIN}"
+    ))?;
+    let first = registry.reload("hello")?;
+    assert_eq!(first.version.version, "2.0.0", "the newest version");
+    assert_eq!(first.plugins, ["hello", "pinned"]);
+    assert_eq!(first.generation, 1);
+    assert_eq!(first.resource_version, applied.version + 1);
+    let second = registry.reload("hello")?;
+    assert_eq!(second.generation, 2);
+    assert_eq!(second.resource_version, applied.version + 2);
+    assert_eq!(
+        store::read(&*store, |txn| txn.counter(&reload_counter("hello")))?,
+        2
+    );
+    assert!(matches!(
+        registry.reload("Hello"),
+        Err(RegistryError::InvalidName(_))
+    ));
+    assert!(matches!(
+        registry.reload("absent"),
+        Err(RegistryError::NotFound(_))
+    ));
+    Ok(())
+}

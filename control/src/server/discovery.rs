@@ -392,6 +392,7 @@ fn build_content(store: &dyn Store) -> Result<Content, StoreError> {
             // remove one in use, so every url resolves.
             if let Some(found) = registry::resolve(txn, &name, version.as_deref())? {
                 modules.push(ModuleRef {
+                    generation: txn.counter(&registry::reload_counter(&name))?,
                     name: found.name,
                     version: found.version,
                     sha256: found.sha256,

@@ -9,7 +9,8 @@ use super::{discovery::Hub, status};
 use crate::{
     proto::{
         self, DeletePluginRequest, FetchRequest, GetPluginRequest, ListPluginsReply,
-        ListPluginsRequest, ModuleChunk, PluginVersions, PublishChunk, PublishReply,
+        ListPluginsRequest, ModuleChunk, PluginVersions, PublishChunk, PublishReply, ReloadReply,
+        ReloadRequest,
     },
     registry::Registry,
     store::ModuleVersion,
@@ -122,6 +123,28 @@ impl proto::registry_server::Registry for RegistryService {
                 .await?;
         tracing::info!(name = %deleted.name, version = %deleted.version, "module deleted");
         Ok(Response::new(module_version(&deleted)))
+    }
+
+    async fn reload(
+        &self,
+        request: Request<ReloadRequest>,
+    ) -> Result<Response<ReloadReply>, Status> {
+        let name = request.into_inner().name;
+        let registry = self.registry.clone();
+        let reloaded =
+            status::blocking(move || registry.reload(&name).map_err(status::registry)).await?;
+        self.hub.changed(reloaded.resource_version);
+        let module = &reloaded.version;
+        tracing::info!(
+            name = %module.name, version = %module.version, generation = reloaded.generation,
+            resource_version = reloaded.resource_version, "plugin reload requested"
+        );
+        Ok(Response::new(ReloadReply {
+            module: Some(module_version(module)),
+            version: reloaded.resource_version,
+            generation: reloaded.generation,
+            plugins: reloaded.plugins,
+        }))
     }
 
     type FetchStream = ChunkStream;

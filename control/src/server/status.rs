@@ -16,7 +16,9 @@ pub(crate) fn registry(error: RegistryError) -> Status {
         | RegistryError::NotProxyWasm { .. } => Status::invalid_argument(message),
         RegistryError::VersionExists { .. } => Status::already_exists(message),
         RegistryError::NotFound(_) => Status::not_found(message),
-        RegistryError::InUse { .. } => Status::failed_precondition(message),
+        RegistryError::InUse { .. } | RegistryError::NotUsed(_) => {
+            Status::failed_precondition(message)
+        }
         RegistryError::Store(e) => store(e),
     }
 }
