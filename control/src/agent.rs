@@ -27,7 +27,10 @@ use std::{
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use weft_host::app::{App, AppOptions};
+use weft_host::{
+    app::{App, AppOptions},
+    config::ConfigError,
+};
 
 use crate::{
     client::{self, Clients},
@@ -240,14 +243,22 @@ impl Agent {
         }
         let yaml = rewrite_registry_urls(&snapshot.yaml, &snapshot.modules, &self.modules_dir());
         write_atomic(&self.options.app.config_path, yaml.as_bytes())?;
-        match &self.app {
+        let outcome = match &self.app {
             Some(app) => {
                 let renew = self.renewed(&snapshot.modules)?;
-                app.reload_renewing(&renew).await?;
+                app.reload_renewing(&renew)
+                    .await
+                    .map(drop)
+                    .map_err(anyhow::Error::new)
             }
-            None => self.app = Some(App::start(self.options.app.clone()).await?),
-        }
-        Ok(())
+            None => App::start(self.options.app.clone())
+                .await
+                .map(|app| self.app = Some(app)),
+        };
+        outcome.map_err(|e| match e.downcast_ref::<ConfigError>() {
+            Some(rejected) => anyhow::anyhow!(in_snapshot(rejected, snapshot)),
+            None => e,
+        })
     }
 
     async fn restore_last_good(&mut self) {
@@ -331,6 +342,56 @@ impl Agent {
     }
 }
 
+/// A rejection worded for the operator: the resource and field as the control plane holds
+/// them, with the line in the snapshot's text, instead of the proxy's cache file.
+fn in_snapshot(error: &ConfigError, snapshot: &Snapshot) -> String {
+    let mut text = String::new();
+    if let Some(line) = error.line {
+        match resource_at(&snapshot.yaml, line) {
+            Some((kind, name)) => text.push_str(&format!("{kind} `{name}`")),
+            None => text.push_str("the snapshot"),
+        }
+        text.push_str(&format!(
+            " (line {line} of snapshot version {})",
+            snapshot.version
+        ));
+    } else {
+        text.push_str(&format!("snapshot version {}", snapshot.version));
+    }
+    if !error.field.is_empty() {
+        text.push_str(&format!(", field `{}`", error.field));
+    }
+    text.push_str(": ");
+    text.push_str(&error.message);
+    text
+}
+
+/// The `kind` and `metadata.name` of the document of `yaml` that holds 1-based `line`.
+fn resource_at(yaml: &str, line: usize) -> Option<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        kind: String,
+        metadata: Meta,
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        name: String,
+    }
+    let lines: Vec<&str> = yaml.lines().collect();
+    let is_separator = |l: &&str| l.trim_end() == "---";
+    let at = line.checked_sub(1).filter(|&i| i < lines.len())?;
+    let start = lines[..at]
+        .iter()
+        .rposition(is_separator)
+        .map_or(0, |i| i + 1);
+    let end = lines[at..]
+        .iter()
+        .position(is_separator)
+        .map_or(lines.len(), |i| at + i);
+    let head: Head = serde_yaml::from_str(&lines[start..end].join("\n")).ok()?;
+    Some((head.kind, head.metadata.name))
+}
+
 /// The 32 bytes of a lowercase hex sha256; `None` unless it is exactly 64 lowercase hex digits.
 fn digest(hex: &str) -> Option<[u8; 32]> {
     let nibble = |b: u8| match b {
@@ -400,6 +461,32 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rejection_names_the_resource_and_the_snapshot_line() {
+        let yaml = "apiVersion: weft/v1\nkind: Cluster\nmetadata: {name: web}\nspec: {endpoints: [\"127.0.0.1:1\"]}\n---\napiVersion: weft/v1\nkind: FilterChain\nmetadata:\n  name: edge\nspec:\n  filters:\n    - plugin: hello\n      config: {greeting: 42}\n";
+        assert_eq!(resource_at(yaml, 2), Some(("Cluster".into(), "web".into())));
+        assert_eq!(
+            resource_at(yaml, 12),
+            Some(("FilterChain".into(), "edge".into()))
+        );
+        let snapshot = Snapshot {
+            version: 7,
+            nonce: "1".into(),
+            yaml: yaml.into(),
+            modules: Vec::new(),
+        };
+        let error = ConfigError {
+            file: "/var/cache/weft/snapshot.yaml".into(),
+            line: Some(12),
+            field: "spec.filters[0]".into(),
+            message: "the plugin rejected its configuration".into(),
+        };
+        assert_eq!(
+            in_snapshot(&error, &snapshot),
+            "FilterChain `edge` (line 12 of snapshot version 7), field `spec.filters[0]`: the plugin rejected its configuration"
+        );
+    }
 
     #[test]
     fn digests_are_64_lowercase_hex_digits() {

@@ -227,8 +227,21 @@ async fn prepare_chains(
         if !used {
             continue;
         }
-        let module =
-            load_module(wasm, plugin).map_err(|e| map.error("Plugin", name, e.field, e.message))?;
+        // Reading, hashing and compiling a module takes milliseconds to seconds: off the
+        // async workers, or guest calls parked on this worker would wait behind it (and could
+        // miss their deadline) while traffic flows during a reload.
+        let (host, spec) = (wasm.clone(), plugin.clone());
+        let module = tokio::task::spawn_blocking(move || load_module(&host, &spec))
+            .await
+            .map_err(|e| {
+                map.error(
+                    "Plugin",
+                    name,
+                    "spec.url",
+                    format!("loading the module failed: {e}"),
+                )
+            })?
+            .map_err(|e| map.error("Plugin", name, e.field, e.message))?;
         modules.insert(name.clone(), module);
     }
     let reusable: Vec<Arc<Filter>> = previous
