@@ -109,36 +109,33 @@ fn the_operators_story_with_real_processes() {
         v2_version > v1_version,
         "a publish that moves `registry://hello` bumps the version: {published}"
     );
-    if client.has_plugin_reload() {
-        let reloaded = client.ok(&["plugin", "reload", "hello"], &["--timeout", "20s"]);
-        for node in NODES {
-            assert!(
-                reloaded
-                    .lines()
-                    .any(|line| line.contains(node) && line.contains("ACK")),
-                "one ACK line for {node}: {reloaded}"
-            );
-        }
-        assert!(reloaded.contains("reloaded hello@2.0.0"), "{reloaded}");
-        for port in ports {
-            if let Err(seen) = filter_effect(port, V2) {
-                panic!("after `weft plugin reload`, v2 answers at once: {seen}");
-            }
-        }
-    } else {
-        eprintln!(
-            "[story] `weft plugin reload` does not exist yet: skipped; the publish alone moves \
-             `registry://hello` to 2.0.0"
+    // `weft plugin reload` returns once every proxy ACKed: v2 answers at once on both.
+    let reloaded = client.ok(&["plugin", "reload", "hello"], &["--timeout", "20s"]);
+    for node in NODES {
+        assert!(
+            reloaded
+                .lines()
+                .any(|line| line.starts_with(node) && line.contains("ACK")),
+            "one ACK line for {node}: {reloaded}"
         );
+    }
+    assert!(
+        reloaded.contains("reloaded hello@2.0.0") && reloaded.contains("on 2 proxies"),
+        "{reloaded}"
+    );
+    for port in ports {
+        if let Err(seen) = filter_effect(port, V2) {
+            panic!("after `weft plugin reload`, v2 answers at once: {seen}");
+        }
     }
     for (node, port) in NODES.iter().zip(ports) {
         wait_until(&format!("{node} serves the v2 filter"), PATIENCE, || {
             filter_effect(port, V2)
         });
     }
-    // A reload may bump the version again to make the proxies re-instantiate the plugin.
+    // The reload bumped the version again (the proxies re-instantiate the plugin).
     let acked = client.wait_for_status("both proxies ACKed v2", |node| {
-        node.connected && node.applied >= v2_version
+        node.connected && node.applied > v2_version
     });
     let serving = acked[NODES[0]].applied;
     assert_eq!(
@@ -149,6 +146,15 @@ fn the_operators_story_with_real_processes() {
         "[story] both proxies serve v2 after {:.1?}",
         story.elapsed()
     );
+
+    // SIGHUP re-reads a file-configured proxy; one fed by the control plane has nothing to
+    // re-read, and must not die of it (SIGHUP's default action).
+    proxies[0].process.signal("HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    proxies[0].process.assert_running();
+    if let Err(seen) = filter_effect(ports[0], V2) {
+        panic!("after SIGHUP, edge-a still serves v2: {seen}");
+    }
 
     // 8. The control plane dies (SIGKILL: no clean shutdown); the proxies keep serving.
     control.process.kill();
@@ -221,6 +227,14 @@ fn the_operators_story_with_real_processes() {
         assert!(
             nack.contains("the plugin rejected its configuration") && nack.contains("greeting"),
             "{node}'s NACK gives the filter's reason: {nack}"
+        );
+        assert!(
+            nack.contains("FilterChain `edge` (line ")
+                && nack.contains(&format!(
+                    "of snapshot version {broken_version}), field `spec.filters[0]`"
+                ))
+                && !nack.contains("snapshot.yaml"),
+            "{node}'s NACK names the resource as the operator applied it: {nack}"
         );
     }
     for port in ports {

@@ -58,6 +58,15 @@ impl Process {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends signal `name` (e.g. `HUP`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{name} {}", self.name);
+    }
+
     /// SIGKILL (no drain, no clean shutdown), then reap it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -218,16 +227,6 @@ impl Client {
             .and_then(|line| line.strip_prefix("version "))
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("apply prints `version N` first: {out}"))
-    }
-
-    /// Whether this build has `weft plugin reload` (being written on main).
-    pub fn has_plugin_reload(&self) -> bool {
-        Command::new(WEFT)
-            .args(["plugin", "reload", "--help"])
-            .output()
-            .expect("weft runs")
-            .status
-            .success()
     }
 
     /// `weft status`, by node.
