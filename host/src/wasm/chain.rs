@@ -473,7 +473,15 @@ impl FilterStream {
                 continue;
             }
             let mut buffered = std::mem::take(&mut self.slots[slot].buffers[side as usize]);
-            buffered.extend_from_slice(&data);
+            if buffered.is_empty() {
+                // Nothing held: lend the chunk itself — no copy when this stream owns it
+                // (every chunk a filter passed on does), one copy when hyper's buffer shares it.
+                buffered = std::mem::take(&mut data)
+                    .try_into_mut()
+                    .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+            } else {
+                buffered.extend_from_slice(&data);
+            }
             let size = buffered.len() as u32;
             if let Some(stream) = self.stream() {
                 *stream.body_mut(side) = buffered;

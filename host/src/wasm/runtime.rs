@@ -3,7 +3,9 @@
 //! - **Async calls with epoch interruption.** Guests run through `call_async`; an epoch ticker
 //!   thread advances the engine's epoch every [`EngineSettings::tick`]. At each tick a running
 //!   guest yields to the tokio scheduler — so a guest that loops never stalls other requests on
-//!   the same worker thread — and once its call has run past its deadline it traps.
+//!   the same worker thread — and once its call has run past its deadline it traps. Deadlines
+//!   are counted in ticks, so starting a call reads an atomic rather than the clock; a call
+//!   traps between its deadline and two ticks later.
 //! - **Memory caps.** The pooling allocator bounds the pool (instances, memory per instance);
 //!   each store carries `StoreLimits` with its plugin's own cap, and a `memory.grow` past it
 //!   fails inside the guest (returns -1), as the Wasm spec allows.
@@ -29,8 +31,11 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, Weak},
-    time::{Duration, Instant},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use sha2::{Digest, Sha256};
@@ -128,8 +133,8 @@ impl CompiledModule {
 pub struct GuestState<T> {
     limits: GuestLimits,
     limiter: Limiter,
-    /// When the running call started.
-    call_started: Option<Instant>,
+    /// The epoch tick the running call started at.
+    call_started: Option<u64>,
     /// The embedder's per-instance data (the proxy-wasm context state, later).
     pub data: T,
 }
@@ -213,7 +218,7 @@ pub struct WasmRuntime {
     engine: Engine,
     modules: Mutex<HashMap<[u8; 32], Module>>,
     /// Epoch ticks so far: a coarse clock that costs one load to read.
-    ticks: std::sync::atomic::AtomicU64,
+    ticks: Arc<AtomicU64>,
     settings: EngineSettings,
 }
 
@@ -239,7 +244,7 @@ impl WasmRuntime {
         let runtime = Arc::new(Self {
             engine,
             modules: Mutex::new(HashMap::new()),
-            ticks: std::sync::atomic::AtomicU64::new(1),
+            ticks: Arc::new(AtomicU64::new(1)),
             settings,
         });
         spawn_ticker(Arc::downgrade(&runtime));
@@ -279,10 +284,13 @@ impl WasmRuntime {
     pub fn store<T: Send + 'static>(&self, state: GuestState<T>) -> Store<GuestState<T>> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_callback(|context: StoreContextMut<'_, GuestState<T>>| {
+        let ticks = self.ticks.clone();
+        let tick = self.settings.tick;
+        store.epoch_deadline_callback(move |context: StoreContextMut<'_, GuestState<T>>| {
             let state = context.data();
+            let now = ticks.load(Ordering::Relaxed);
             match state.call_started {
-                Some(started) if started.elapsed() >= state.limits.deadline => Err(
+                Some(started) if past_deadline(started, now, state.limits.deadline, tick) => Err(
                     wasmtime::Error::new(DeadlineExceeded(state.limits.deadline)),
                 ),
                 // Still within its deadline: let other tasks run, then continue. `yield_now`
@@ -310,7 +318,7 @@ impl WasmRuntime {
         P: WasmParams + Sync,
         R: WasmResults + Sync,
     {
-        store.data_mut().call_started = Some(Instant::now());
+        store.data_mut().call_started = Some(self.now_tick());
         store.data_mut().limiter.memory_denied = false;
         store.set_epoch_deadline(1);
         let result = func.call_async(&mut *store, params).await;
@@ -321,13 +329,22 @@ impl WasmRuntime {
     /// Epoch ticks since the engine started (never 0): a coarse clock in units of
     /// [`EngineSettings::tick`].
     pub fn now_tick(&self) -> u64 {
-        self.ticks.load(std::sync::atomic::Ordering::Relaxed)
+        self.ticks.load(Ordering::Relaxed)
     }
 
     /// The engine settings.
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
     }
+}
+
+/// Whether a call that started at tick `started` has run past `deadline` at tick `now`. Ticks
+/// come at least `tick` apart, and the call began somewhere within its first tick, so it has
+/// surely run `deadline` once more than `ceil(deadline / tick)` ticks have passed.
+fn past_deadline(started: u64, now: u64, deadline: Duration, tick: Duration) -> bool {
+    let tick_ns = tick.as_nanos().max(1);
+    let ticks = deadline.as_nanos().div_ceil(tick_ns);
+    u128::from(now.saturating_sub(started)) > ticks
 }
 
 /// Advances the engine's epoch every tick until the runtime is gone.
@@ -339,10 +356,9 @@ fn spawn_ticker(runtime: Weak<WasmRuntime>) {
         .name("weft-wasm-epoch".into())
         .spawn(move || {
             while let Some(runtime) = runtime.upgrade() {
+                // The tick first: a guest interrupted by this epoch sees its tick.
+                runtime.ticks.fetch_add(1, Ordering::Relaxed);
                 runtime.engine.increment_epoch();
-                runtime
-                    .ticks
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 drop(runtime);
                 std::thread::sleep(tick);
             }

@@ -190,3 +190,18 @@ fn real_sdk_filters_compile_for_both_targets() {
     }
     assert_eq!(runtime.cached_modules(), weft_test_artifacts::ALL.len());
 }
+
+#[test]
+fn a_deadline_passes_only_once_it_surely_elapsed() {
+    let tick = Duration::from_millis(5);
+    let deadline = Duration::from_millis(100);
+    // Started at tick 10: 20 ticks later it may have run only 95 ms; 21 ticks, at least 100.
+    assert!(!super::past_deadline(10, 10, deadline, tick));
+    assert!(!super::past_deadline(10, 30, deadline, tick));
+    assert!(super::past_deadline(10, 31, deadline, tick));
+    // A deadline that is not a whole number of ticks rounds up.
+    assert!(!super::past_deadline(0, 3, Duration::from_millis(12), tick));
+    assert!(super::past_deadline(0, 4, Duration::from_millis(12), tick));
+    // A tick counter read before the call's own start (never expected) is not past.
+    assert!(!super::past_deadline(10, 9, deadline, tick));
+}
