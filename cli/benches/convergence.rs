@@ -9,10 +9,11 @@
 //!
 //! The control plane is the real `weft control`, run as a child process over a temporary data
 //! directory, so its memory (`VmRSS`, `VmHWM` of `/proc/PID/status`) is its own. The bench
-//! applies a Cluster and a Listener, then connects `PROXIES` simulated proxies (`sim-0000`, ...),
+//! applies a Cluster (of `ENDPOINTS` endpoints, 2 by default) and a Listener, then connects `PROXIES` simulated proxies (`sim-0000`, ...),
 //! 50 at a time, each with its own gRPC connection and one `Discovery.Subscribe` stream, like
 //! that many real proxies; a simulated proxy ACKs every snapshot as soon as it arrives and notes
-//! when each version arrived. Then, `ROUNDS` times, it changes the Cluster's endpoint and:
+//! when each version arrived. Then, `ROUNDS` times, it changes the port of the Cluster's
+//! endpoints and:
 //!
 //! - per proxy: from just before `Resources.Apply` to the arrival of the snapshot carrying the
 //!   new version (it is ACKed at once);
@@ -59,20 +60,29 @@ const POLL: Duration = Duration::from_millis(10);
 const BETWEEN_ROUNDS: Duration = Duration::from_millis(500);
 /// How long the fleet is left idle before its memory is read.
 const SETTLE: Duration = Duration::from_secs(1);
+/// How long the fleet is left idle after the rounds before memory is read again: more than
+/// the 10 s after which tokio ends an idle blocking-pool thread (the control plane reads the
+/// store in `spawn_blocking`).
+const THREADS_IDLE: Duration = Duration::from_secs(12);
 /// Longest wait for the control plane to start, the fleet to connect, or a round to converge.
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// File descriptors the bench needs besides one per simulated proxy (and the control plane
 /// besides one per connection).
 const SPARE_FDS: u64 = 256;
 
-/// The base resources: the Cluster whose endpoint each round changes, and a Listener.
-fn resources(endpoint_port: u32) -> String {
+/// The base resources: a Cluster of `endpoints` endpoints, whose port each round changes, and
+/// a Listener.
+fn resources(endpoints: usize, port: u32) -> String {
+    let endpoints: Vec<String> = (0..endpoints)
+        .map(|i| format!("\"10.0.{}.{}:{port}\"", i / 250, i % 250 + 1))
+        .collect();
+    let endpoints = endpoints.join(", ");
     format!(
         "apiVersion: weft/v1
 kind: Cluster
 metadata: {{name: backend}}
 spec:
-  endpoints: [\"10.0.0.1:{endpoint_port}\", \"10.0.0.2:{endpoint_port}\"]
+  endpoints: [{endpoints}]
 ---
 apiVersion: weft/v1
 kind: Listener
@@ -87,17 +97,34 @@ spec:
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench` (and any filter): there are no arguments to take.
     let proxies = env_count("PROXIES", 1000)?;
-    let rounds = env_count("ROUNDS", 10)?;
-    let fds = raise_fd_limit(proxies)?;
+    let settings = Settings {
+        proxies,
+        rounds: env_count("ROUNDS", 10)?,
+        endpoints: env_count("ENDPOINTS", 2)?,
+        fds: raise_fd_limit(proxies)?,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(run(proxies, rounds, fds))?;
+    let report = runtime.block_on(run(settings))?;
     println!("{report}");
     let path = write_report(&report)?;
     println!("report written to {}", path.display());
     Ok(())
+}
+
+/// What to run, from the environment.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    /// `PROXIES`: simulated proxies.
+    proxies: usize,
+    /// `ROUNDS`: changes applied and timed.
+    rounds: usize,
+    /// `ENDPOINTS`: endpoints of the Cluster (the snapshot's size grows with them).
+    endpoints: usize,
+    /// The soft `RLIMIT_NOFILE` in force.
+    fds: u64,
 }
 
 /// `NAME` from the environment as a positive count, `default` when unset.
@@ -137,13 +164,19 @@ fn raise_fd_limit(proxies: usize) -> anyhow::Result<u64> {
 }
 
 /// The whole benchmark; returns the report as markdown.
-async fn run(proxies: usize, rounds: usize, fds: u64) -> anyhow::Result<String> {
+async fn run(settings: Settings) -> anyhow::Result<String> {
+    let Settings {
+        proxies,
+        rounds,
+        endpoints,
+        ..
+    } = settings;
     let mut control = ControlPlane::spawn()?;
     let mut admin = control.connect().await?;
     let base = admin
         .resources
         .apply(ApplyRequest {
-            yaml: resources(9000),
+            yaml: resources(endpoints, 9000),
         })
         .await
         .context("applying the base resources")?
@@ -171,7 +204,7 @@ async fn run(proxies: usize, rounds: usize, fds: u64) -> anyhow::Result<String> 
         let reply = admin
             .resources
             .apply(ApplyRequest {
-                yaml: resources(port),
+                yaml: resources(endpoints, port),
             })
             .await
             .with_context(|| format!("round {round}: apply"))?
@@ -198,6 +231,9 @@ async fn run(proxies: usize, rounds: usize, fds: u64) -> anyhow::Result<String> 
     }
     fleet.check()?;
     let after = control.memory()?;
+    let data_bytes = control.data_bytes();
+    tokio::time::sleep(THREADS_IDLE).await;
+    let rested = control.memory()?;
     let metrics = control
         .metrics()
         .await
@@ -206,14 +242,14 @@ async fn run(proxies: usize, rounds: usize, fds: u64) -> anyhow::Result<String> 
     control.stop().await;
 
     Ok(Report {
-        proxies,
-        rounds,
-        fds,
+        settings,
         snapshot_bytes,
         connect_time,
         idle,
         connected,
         after,
+        data_bytes,
+        rested,
         bench_idle,
         bench_connected,
         results,
@@ -297,6 +333,18 @@ impl ControlPlane {
         Memory::read(&PathBuf::from(format!("/proc/{}/status", self.child.id())))
     }
 
+    /// The size of the files in its data directory.
+    fn data_bytes(&self) -> u64 {
+        std::fs::read_dir(self.log.with_file_name("data"))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     /// `GET /stats/prometheus` on its admin address.
     async fn metrics(&self) -> anyhow::Result<String> {
         let mut stream = tokio::net::TcpStream::connect(self.admin).await?;
@@ -350,13 +398,15 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// A process's resident memory, from `/proc/PID/status`.
+/// A process's resident memory and threads, from `/proc/PID/status`.
 #[derive(Debug, Clone, Copy)]
 struct Memory {
     /// `VmRSS`, KiB.
     rss_kib: u64,
     /// `VmHWM` (peak RSS), KiB.
     hwm_kib: u64,
+    /// `Threads` (tokio's workers and its blocking pool, which grows on demand).
+    threads: u64,
 }
 
 impl Memory {
@@ -366,12 +416,13 @@ impl Memory {
         let field = |name: &str| {
             text.lines()
                 .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .and_then(|rest| rest.trim_end_matches("kB").trim().parse().ok())
                 .with_context(|| format!("no {name} in {}", path.display()))
         };
         Ok(Self {
             rss_kib: field("VmRSS:")?,
             hwm_kib: field("VmHWM:")?,
+            threads: field("Threads:")?,
         })
     }
 }
@@ -583,14 +634,16 @@ struct Round {
 
 /// Everything measured.
 struct Report {
-    proxies: usize,
-    rounds: usize,
-    fds: u64,
+    settings: Settings,
     snapshot_bytes: usize,
     connect_time: Duration,
     idle: Memory,
     connected: Memory,
     after: Memory,
+    /// The data directory's size after the rounds.
+    data_bytes: u64,
+    /// After the rounds and [`THREADS_IDLE`].
+    rested: Memory,
     bench_idle: Memory,
     bench_connected: Memory,
     results: Vec<Round>,
@@ -616,7 +669,7 @@ impl Report {
             .unwrap_or_default()
             .max(acked.last().copied().unwrap_or_default());
         let verdict = if worst <= TARGET { "PASS" } else { "FAIL" };
-        let n = self.proxies as f64;
+        let n = self.settings.proxies as f64;
         let per_proxy_kib = (self.connected.rss_kib as f64 - self.idle.rss_kib as f64) / n;
         let bench_per_proxy_kib =
             (self.bench_connected.rss_kib as f64 - self.bench_idle.rss_kib as f64) / n;
@@ -625,29 +678,32 @@ impl Report {
         let _ = writeln!(
             out,
             "# Control-plane convergence: {} proxies, {} rounds\n",
-            self.proxies, self.rounds
+            self.settings.proxies, self.settings.rounds
         );
         let _ = writeln!(
             out,
-            "`PROXIES={} ROUNDS={} cargo bench -p weft --bench convergence` — weft {}, unix time {}, \
-             {} CPUs, RLIMIT_NOFILE {}.\n",
-            self.proxies,
-            self.rounds,
+            "`PROXIES={} ROUNDS={} ENDPOINTS={} cargo bench -p weft --bench convergence` — weft {}, \
+             unix time {}, {} CPUs, RLIMIT_NOFILE {}.\n",
+            self.settings.proxies,
+            self.settings.rounds,
+            self.settings.endpoints,
             git_commit(),
             unix_time(),
             std::thread::available_parallelism().map_or(1, |n| n.get()),
-            self.fds,
+            self.settings.fds,
         );
         let _ = writeln!(
             out,
             "`weft control` in a child process (debounce {} ms, the default); {} simulated proxies \
              in the bench process, each with its own gRPC connection and Subscribe stream, ACKing \
-             every snapshot on arrival; a snapshot is {} bytes of YAML (a Cluster and a Listener). \
-             Connecting all of them ({CONNECT_CONCURRENCY} at a time) until Status showed every \
-             one ACKed took {}. Each round changes the Cluster's endpoints.\n",
+             every snapshot on arrival; a snapshot is {} bytes of YAML (a Cluster of {} endpoints and \
+             a Listener). Connecting all of them ({CONNECT_CONCURRENCY} at a time) until Status \
+             showed every one ACKed took {}. Each round changes the port of the Cluster's \
+             endpoints.\n",
             DEFAULT_DEBOUNCE.as_millis(),
-            self.proxies,
+            self.settings.proxies,
             self.snapshot_bytes,
+            self.settings.endpoints,
             ms(self.connect_time),
         );
         let _ = writeln!(
@@ -676,7 +732,7 @@ impl Report {
             &mut out,
             &format!(
                 "all {} ACKed, as `Discovery.Status` reports (per round, polled every {} ms)",
-                self.proxies,
+                self.settings.proxies,
                 POLL.as_millis()
             ),
             &acked,
@@ -709,25 +765,43 @@ impl Report {
 
         let _ = writeln!(
             out,
-            "| control plane memory (`/proc/PID/status`) | VmRSS | VmHWM (peak) |"
+            "| control plane (`/proc/PID/status`) | VmRSS | VmHWM (peak) | threads |"
         );
-        let _ = writeln!(out, "|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|");
         for (what, m) in [
             ("started, resources applied, no proxy", self.idle),
             (
-                &*format!("{} proxies connected, idle", self.proxies),
+                &*format!("{} proxies connected, idle", self.settings.proxies),
                 self.connected,
             ),
-            (&*format!("after {} rounds", self.rounds), self.after),
+            (
+                &*format!("after {} rounds", self.settings.rounds),
+                self.after,
+            ),
+            (
+                &*format!(
+                    "then {} s idle (idle blocking-pool threads have exited)",
+                    THREADS_IDLE.as_secs()
+                ),
+                self.rested,
+            ),
         ] {
-            let _ = writeln!(out, "| {what} | {} | {} |", mib(m.rss_kib), mib(m.hwm_kib));
+            let _ = writeln!(
+                out,
+                "| {what} | {} | {} | {} |",
+                mib(m.rss_kib),
+                mib(m.hwm_kib),
+                m.threads
+            );
         }
         let _ = writeln!(
             out,
             "\n**Per connected proxy: {per_proxy_kib:.1} KiB** of control-plane RSS \
              ((connected − no proxy) ÷ {}). The simulator (this process) grew by \
-             {bench_per_proxy_kib:.1} KiB per proxy.\n",
-            self.proxies
+             {bench_per_proxy_kib:.1} KiB per proxy. The data directory (the store) holds \
+             {:.1} MiB after the rounds.\n",
+            self.settings.proxies,
+            self.data_bytes as f64 / 1024.0 / 1024.0,
         );
 
         let _ = writeln!(
