@@ -758,7 +758,13 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "\n**Target: every proxy converged within {} s — {verdict}** (slowest: {}).\n",
+            "\nA per-proxy time is taken when the snapshot arrives in the simulated proxy, which \
+             ACKs it at once. \"All ACKed\" is taken when the reply of the first `Status` call \
+             showing every proxy ACKed arrives: it includes that call (the last row) and up \
+             to {} ms of polling.\n\n\
+             **Target: every proxy converged within {} s — {verdict}** (slowest: {}, the larger \
+             of the slowest proxy and the slowest \"all ACKed\").\n",
+            POLL.as_millis(),
             TARGET.as_secs(),
             ms(worst)
         );
