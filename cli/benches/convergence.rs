@@ -199,7 +199,8 @@ async fn run(settings: Settings) -> anyhow::Result<String> {
 
     let mut results = Vec::with_capacity(rounds);
     for round in 1..=rounds {
-        let port = 9000 + u32::try_from(round).unwrap_or(0);
+        // A new port each round (kept a valid port however many rounds run).
+        let port = 9000 + u32::try_from(round % 50_000).unwrap_or(0);
         let t0 = Instant::now();
         let reply = admin
             .resources
