@@ -83,6 +83,8 @@ pub(crate) struct Hub {
     changes: watch::Sender<ChangeEvent>,
     proxies: Mutex<BTreeMap<String, ProxyState>>,
     cache: Mutex<Option<Arc<Content>>>,
+    /// Held while a snapshot is built, so a version is built once.
+    building: tokio::sync::Mutex<()>,
     nonces: AtomicU64,
     shutdown: watch::Receiver<bool>,
     tasks: Mutex<JoinSet<()>>,
@@ -108,6 +110,7 @@ impl Hub {
             changes,
             proxies: Mutex::new(BTreeMap::new()),
             cache: Mutex::new(None),
+            building: tokio::sync::Mutex::new(()),
             nonces: AtomicU64::new(0),
             shutdown,
             tasks: Mutex::new(JoinSet::new()),
@@ -138,13 +141,17 @@ impl Hub {
         while tasks.join_next().await.is_some() {}
     }
 
-    /// The newest snapshot content, from the cache when it is current.
+    /// The newest snapshot content, from the cache when it is current. One subscriber builds
+    /// it; the others whose push falls due meanwhile wait for that build instead of reading
+    /// the store again.
     async fn content(&self) -> Result<Arc<Content>, Status> {
         let wanted = self.version();
-        if let Some(cached) = lock(&self.cache).as_ref()
-            && cached.version >= wanted
-        {
-            return Ok(cached.clone());
+        if let Some(cached) = self.cached(wanted) {
+            return Ok(cached);
+        }
+        let _building = self.building.lock().await;
+        if let Some(cached) = self.cached(wanted) {
+            return Ok(cached);
         }
         let store = self.store.clone();
         let built = Arc::new(
@@ -158,6 +165,14 @@ impl Hub {
                 Ok(built)
             }
         }
+    }
+
+    /// The cached content when it is at least `version`.
+    fn cached(&self, version: u64) -> Option<Arc<Content>> {
+        lock(&self.cache)
+            .as_ref()
+            .filter(|cached| cached.version >= version)
+            .cloned()
     }
 
     fn next_nonce(&self) -> String {

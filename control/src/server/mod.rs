@@ -32,7 +32,7 @@ use std::{
 };
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{StreamExt as _, wrappers::TcpListenerStream};
 
 pub use metrics::Metrics;
 pub use registry::{CHUNK_BYTES, MAX_MODULE_BYTES};
@@ -273,12 +273,19 @@ pub async fn start(options: ServeOptions) -> Result<Running, ControlError> {
             auth,
         ));
     let mut until = stopped;
-    let server = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(listener),
-        async move {
-            let _ = until.wait_for(|stop| *stop).await;
-        },
-    ));
+    // tonic leaves sockets it did not accept itself as they are: without TCP_NODELAY, a reply
+    // written in two segments waits out the client's delayed ACK (40 ms) for its second.
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(socket) = &accepted
+            && let Err(e) = socket.set_nodelay(true)
+        {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        accepted
+    });
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = until.wait_for(|stop| *stop).await;
+    }));
     let token_path = options.data.join(TOKEN_FILE);
     tracing::info!(
         addr = %addr,
