@@ -15,18 +15,6 @@ use weft_e2e::resources::{Filter, Plugin, edge};
 use weft_e2e::upstream::{Upstream, header_values};
 use weft_host::scaffold::{SdkSource, new_plugin};
 
-/// Variables of the outer build that must not reach the nested one.
-const SCRUBBED_ENV: &[&str] = &[
-    "RUSTFLAGS",
-    "CARGO_ENCODED_RUSTFLAGS",
-    "CARGO_BUILD_RUSTFLAGS",
-    "CARGO_TARGET_DIR",
-    "CARGO_BUILD_TARGET_DIR",
-    "CARGO_BUILD_TARGET",
-    "RUSTC_WORKSPACE_WRAPPER",
-    "RUSTC_WRAPPER",
-];
-
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -38,14 +26,8 @@ fn workspace() -> PathBuf {
 /// failure; returns its stdout and stderr.
 fn cargo(dir: &Path, target: &Path, args: &[&str]) -> String {
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env("CARGO_TARGET_DIR", target);
-    for name in SCRUBBED_ENV {
-        if *name != "CARGO_TARGET_DIR" {
-            cmd.env_remove(name);
-        }
-    }
+    cmd.args(args).current_dir(dir);
+    weft_test_artifacts::without_outer_cargo_env(&mut cmd).env("CARGO_TARGET_DIR", target);
     let output = cmd.output().expect("cargo runs");
     let text = format!(
         "{}\n{}",

@@ -8,18 +8,6 @@ use std::{
 
 use super::{V1, V2, path};
 
-/// Variables of the outer build that must not reach the nested cargo.
-const SCRUBBED_ENV: &[&str] = &[
-    "RUSTFLAGS",
-    "CARGO_ENCODED_RUSTFLAGS",
-    "CARGO_BUILD_RUSTFLAGS",
-    "CARGO_TARGET_DIR",
-    "CARGO_BUILD_TARGET_DIR",
-    "CARGO_BUILD_TARGET",
-    "RUSTC_WORKSPACE_WRAPPER",
-    "RUSTC_WRAPPER",
-];
-
 /// The story's two filter modules.
 pub struct Filters {
     /// `examples/hello-filter` as it is.
@@ -92,10 +80,7 @@ fn build_wasm(dir: &Path, target: &Path) {
     command
         .args(["build", "--release", "--target", "wasm32-wasip1"])
         .current_dir(dir);
-    for name in SCRUBBED_ENV {
-        command.env_remove(name);
-    }
-    let output = command
+    let output = weft_test_artifacts::without_outer_cargo_env(&mut command)
         .env("CARGO_TARGET_DIR", target)
         .output()
         .expect("cargo runs");

@@ -26,6 +26,28 @@
 
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 
+/// Variables of the outer `cargo test` build that must not reach a cargo a test runs itself
+/// (flags, wrappers and target settings meant for the workspace, not for the crate it builds).
+pub const OUTER_CARGO_ENV: &[&str] = &[
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO_BUILD_RUSTFLAGS",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "RUSTC_WRAPPER",
+];
+
+/// `command` (a nested cargo) without any of [`OUTER_CARGO_ENV`]; set its target directory
+/// after this.
+pub fn without_outer_cargo_env(command: &mut std::process::Command) -> &mut std::process::Command {
+    for name in OUTER_CARGO_ENV {
+        command.env_remove(name);
+    }
+    command
+}
+
 /// The targets every filter is built for, in the order [`ALL`] lists them.
 pub const TARGETS: [&str; 2] = ["wasm32-wasip1", "wasm32-unknown-unknown"];
 
