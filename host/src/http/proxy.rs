@@ -171,7 +171,7 @@ async fn filtered(
     // 3. Request headers through the chain.
     let end_of_stream = body.is_end_stream();
     if let Flow::Respond(response) = stream.request_headers(end_of_stream).await {
-        return stream.end_with(response).await;
+        return stream.end_with(*response).await;
     }
     // 4. The cluster: a filter's choice, else the listener's default.
     let chosen = stream.take_request(&mut parts).and_then(|(host, chosen)| {
@@ -209,7 +209,7 @@ async fn filtered(
     let (mut head, body) = response.into_parts();
     let end_of_stream = body.is_end_stream();
     if let Flow::Respond(local) = guard.response_headers(&mut head, end_of_stream).await {
-        return guard.end_with(local).await;
+        return guard.end_with(*local).await;
     }
     if end_of_stream {
         guard.finish().await;

@@ -59,8 +59,9 @@ const PAUSE: u32 = 1;
 pub enum Flow {
     /// Go on with the request.
     Continue,
-    /// Answer with this response now.
-    Respond(Response<ProxyBody>),
+    /// Answer with this response now (boxed: a `Flow` travels back through every phase call,
+    /// and most of them carry `Continue`).
+    Respond(Box<Response<ProxyBody>>),
 }
 
 impl Flow {
@@ -225,7 +226,7 @@ impl FilterStream {
     /// Calls filter `slot`. A failure drops the filter out of the stream; with `FAIL_CLOSE`
     /// the request's answer is the 503.
     async fn call(&mut self, slot: usize, call: StreamCall) -> Result<u32, Flow> {
-        let Some(instance) = self.slots[slot].instance.clone() else {
+        let Some(instance) = self.slots[slot].instance.as_ref() else {
             return Ok(0);
         };
         let context = self.slots[slot].context;
@@ -247,10 +248,10 @@ impl FilterStream {
     fn take_local(&mut self) -> Option<Flow> {
         let stream = self.stream()?;
         if let Some(local) = stream.local_response.take() {
-            return Some(Flow::Respond(local_response(local)));
+            return Some(Flow::Respond(Box::new(local_response(local))));
         }
         if stream.closed {
-            return Some(Flow::Respond(reset_response()));
+            return Some(Flow::Respond(Box::new(reset_response())));
         }
         None
     }
@@ -263,14 +264,14 @@ impl FilterStream {
             let event = match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(event) => event,
                 Err(_) => {
-                    return Flow::Respond(
+                    return Flow::Respond(Box::new(
                         ProxyError::FilterStalled {
                             filter: self.slots[slot].filter.config.name.to_string(),
                             side: side.as_str(),
                             after: self.pause_limit,
                         }
                         .into_response(),
-                    );
+                    ));
                 }
             };
             if let Some(flow) = self.handle_event(event, side).await {
@@ -288,14 +289,24 @@ impl FilterStream {
                 response,
             } => {
                 if let Err(flow) = self
-                    .call(slot, StreamCall::HttpCallResponse { token, response })
+                    .call(
+                        slot,
+                        StreamCall::HttpCallResponse {
+                            token,
+                            response: Box::new(response),
+                        },
+                    )
                     .await
                 {
                     return Some(flow);
                 }
             }
             StreamEvent::Grpc { slot, token, event } => {
-                if let Err(flow) = self.call(slot, StreamCall::Grpc { token, event }).await {
+                let call = StreamCall::Grpc {
+                    token,
+                    event: Box::new(event),
+                };
+                if let Err(flow) = self.call(slot, call).await {
                     return Some(flow);
                 }
             }
@@ -303,9 +314,9 @@ impl FilterStream {
                 return (resumed == side).then_some(Flow::Continue);
             }
             StreamEvent::LocalResponse(local) => {
-                return Some(Flow::Respond(local_response(local)));
+                return Some(Flow::Respond(Box::new(local_response(local))));
             }
-            StreamEvent::Close => return Some(Flow::Respond(reset_response())),
+            StreamEvent::Close => return Some(Flow::Respond(Box::new(reset_response()))),
         }
         if let Some(flow) = self.take_local() {
             return Some(flow);
@@ -646,7 +657,7 @@ impl Drop for FilterStream {
 
 fn flow_response(flow: Flow) -> Response<ProxyBody> {
     match flow {
-        Flow::Respond(response) => response,
+        Flow::Respond(response) => *response,
         // Never decided by a failing phase; answer as a failed filter would.
         Flow::Continue => reset_response(),
     }
@@ -654,15 +665,13 @@ fn flow_response(flow: Flow) -> Response<ProxyBody> {
 
 /// What a failure of `filter` does to its request: nothing more (`FAIL_OPEN`: the filter sits
 /// the rest of the request out, as a `Continue`) or the 503 naming it (`FAIL_CLOSE`).
-#[expect(
-    clippy::result_large_err,
-    reason = "the error is the response itself, built once per failed request, as the async \
-              phases return it"
-)]
 fn fail(filter: &Filter, failure: &Failure) -> Result<u32, Flow> {
     match filter.fail_strategy() {
         FailStrategy::FailOpen => Ok(0),
-        FailStrategy::FailClose => Err(Flow::Respond(filter_failed(filter, &failure.to_string()))),
+        FailStrategy::FailClose => Err(Flow::Respond(Box::new(filter_failed(
+            filter,
+            &failure.to_string(),
+        )))),
     }
 }
 

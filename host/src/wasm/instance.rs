@@ -111,14 +111,14 @@ pub enum StreamCall {
         /// The callout's token.
         token: u32,
         /// What came back.
-        response: super::callout::CalloutResponse,
+        response: Box<super::callout::CalloutResponse>,
     },
     /// A gRPC callback on the root context, with the stream lent.
     Grpc {
         /// The call's token.
         token: u32,
         /// What happened.
-        event: GrpcEvent,
+        event: Box<GrpcEvent>,
     },
 }
 
@@ -411,11 +411,23 @@ impl Instance {
 
     /// Work left by a call: a changed tick period starts (or stops) the ticker.
     fn after_call(self: &Arc<Self>, store: &mut GuestStore) {
+        self.after_phase(store);
+        self.track_memory(store);
+    }
+
+    /// What every call leaves: a changed tick period starts (or stops) the ticker.
+    fn after_phase(self: &Arc<Self>, store: &mut GuestStore) {
         let data = &mut store.data_mut().data;
         if std::mem::take(&mut data.tick_changed) {
             let period = data.tick_period.unwrap_or(Duration::ZERO);
             self.start_ticker(period);
         }
+    }
+
+    /// Brings `weft_plugin_memory_bytes` up to the instance's memory size (linear memory only
+    /// grows, so checking after a stream's first and last calls misses nothing for long).
+    fn track_memory(&self, store: &mut GuestStore) {
+        let data = &store.data().data;
         if let Some(memory) = data.exports.as_ref().map(|e| e.memory) {
             let size = memory.data_size(&*store);
             let before = self.memory_bytes.swap(size, Ordering::Relaxed);
@@ -475,6 +487,12 @@ impl Instance {
                 stream.clear_signals();
             }
         }
+        // Phases in the middle of a stream skip the memory gauge: its first and last calls
+        // keep it current.
+        let middle = matches!(
+            call,
+            StreamCall::Headers { .. } | StreamCall::Body { .. } | StreamCall::Trailers { .. }
+        );
         let result = self.dispatch(&mut store, context, slot, call).await;
         {
             let data = &mut store.data_mut().data;
@@ -482,7 +500,11 @@ impl Instance {
             data.stream_context = 0;
             data.delivery = None;
         }
-        self.after_call(&mut store);
+        if middle {
+            self.after_phase(&mut store);
+        } else {
+            self.after_call(&mut store);
+        }
         result
     }
 
@@ -622,11 +644,12 @@ impl Instance {
         &self,
         store: &mut GuestStore,
         token: u32,
-        response: super::callout::CalloutResponse,
+        response: Box<super::callout::CalloutResponse>,
     ) -> Result<(), Failure> {
         let Some(f) = self.exports.on_http_call_response.clone() else {
             return Ok(());
         };
+        let response = *response;
         let headers = response.headers.len() as u32;
         let body = response.body.len() as u32;
         let trailers = response.trailers.len() as u32;
@@ -647,11 +670,11 @@ impl Instance {
         &self,
         store: &mut GuestStore,
         token: u32,
-        event: GrpcEvent,
+        event: Box<GrpcEvent>,
     ) -> Result<(), Failure> {
         let root = self.root_id;
         let e = &self.exports;
-        let (func, count, delivery) = match event {
+        let (func, count, delivery) = match *event {
             GrpcEvent::InitialMetadata(headers) => (
                 e.on_grpc_receive_initial_metadata.as_ref(),
                 headers.len() as u32,
@@ -718,9 +741,12 @@ impl Instance {
                 None => Ok(()),
             },
             RootEvent::HttpCall { token, response } => {
-                self.deliver_http_call(&mut store, token, response).await
+                self.deliver_http_call(&mut store, token, Box::new(response))
+                    .await
             }
-            RootEvent::Grpc { token, event } => self.deliver_grpc(&mut store, token, event).await,
+            RootEvent::Grpc { token, event } => {
+                self.deliver_grpc(&mut store, token, Box::new(event)).await
+            }
         };
         if let Err(failure) = result {
             tracing::debug!(plugin = %self.plugin, %failure, "root context callback failed");
