@@ -36,8 +36,8 @@ struct Core {
     delays: HashMap<u32, Vec<(u64, u32)>>,
     /// Callout token → the stream context that sent it.
     callouts: HashMap<u32, u32>,
-    /// Metric ids by (type, name): defining is a host call, made once per name.
-    metrics: HashMap<(u32, String), u32>,
+    /// Metric ids by name, then (type, id): defining is a host call, made once per name.
+    metrics: HashMap<String, Vec<(u32, u32)>>,
 }
 
 struct Filters<F: Filter> {
@@ -103,12 +103,22 @@ pub(crate) fn metric_id(
     name: &str,
     define: impl FnOnce() -> Result<u32>,
 ) -> Result<u32> {
-    let key = (kind, name.to_owned());
-    if let Some(id) = core(|c| c.metrics.get(&key).copied()) {
+    // Looked up by `&str`: a metric recorded on every request allocates nothing to find it.
+    let known = core(|c| {
+        c.metrics
+            .get(name)
+            .and_then(|ids| ids.iter().find(|(k, _)| *k == kind).map(|&(_, id)| id))
+    });
+    if let Some(id) = known {
         return Ok(id);
     }
     let id = define()?;
-    core(|c| c.metrics.insert(key, id));
+    core(|c| {
+        c.metrics
+            .entry(name.to_owned())
+            .or_default()
+            .push((kind, id))
+    });
     Ok(id)
 }
 
