@@ -203,13 +203,7 @@ fn answer(proxy: Option<&ProxyStatus>, version: u64) -> Answer {
     if proxy.applied_version >= version {
         Answer::Ack
     } else if proxy.last_nack_version >= version {
-        Answer::Nack(
-            proxy
-                .last_nack_error
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" "),
-        )
+        Answer::Nack(crate::resources::one_line(&proxy.last_nack_error))
     } else if !proxy.connected {
         Answer::Nack("it disconnected before answering".into())
     } else {

@@ -209,6 +209,6 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 /// A rejection reason on one table line.
-fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -345,51 +345,21 @@ impl Agent {
 /// A rejection worded for the operator: the resource and field as the control plane holds
 /// them, with the line in the snapshot's text, instead of the proxy's cache file.
 fn in_snapshot(error: &ConfigError, snapshot: &Snapshot) -> String {
-    let mut text = String::new();
-    if let Some(line) = error.line {
-        match resource_at(&snapshot.yaml, line) {
-            Some((kind, name)) => text.push_str(&format!("{kind} `{name}`")),
-            None => text.push_str("the snapshot"),
+    let version = snapshot.version;
+    let mut text = match (error.resource.as_deref(), error.line) {
+        (Some((kind, name)), Some(line)) => {
+            format!("{kind} `{name}` (line {line} of snapshot version {version})")
         }
-        text.push_str(&format!(
-            " (line {line} of snapshot version {})",
-            snapshot.version
-        ));
-    } else {
-        text.push_str(&format!("snapshot version {}", snapshot.version));
-    }
+        (Some((kind, name)), None) => format!("{kind} `{name}` (snapshot version {version})"),
+        (None, Some(line)) => format!("line {line} of snapshot version {version}"),
+        (None, None) => format!("snapshot version {version}"),
+    };
     if !error.field.is_empty() {
         text.push_str(&format!(", field `{}`", error.field));
     }
     text.push_str(": ");
     text.push_str(&error.message);
     text
-}
-
-/// The `kind` and `metadata.name` of the document of `yaml` that holds 1-based `line`.
-fn resource_at(yaml: &str, line: usize) -> Option<(String, String)> {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        kind: String,
-        metadata: Meta,
-    }
-    #[derive(serde::Deserialize)]
-    struct Meta {
-        name: String,
-    }
-    let lines: Vec<&str> = yaml.lines().collect();
-    let is_separator = |l: &&str| l.trim_end() == "---";
-    let at = line.checked_sub(1).filter(|&i| i < lines.len())?;
-    let start = lines[..at]
-        .iter()
-        .rposition(is_separator)
-        .map_or(0, |i| i + 1);
-    let end = lines[at..]
-        .iter()
-        .position(is_separator)
-        .map_or(lines.len(), |i| at + i);
-    let head: Head = serde_yaml::from_str(&lines[start..end].join("\n")).ok()?;
-    Some((head.kind, head.metadata.name))
 }
 
 /// The 32 bytes of a lowercase hex sha256; `None` unless it is exactly 64 lowercase hex digits.
@@ -464,27 +434,28 @@ mod tests {
 
     #[test]
     fn a_rejection_names_the_resource_and_the_snapshot_line() {
-        let yaml = "apiVersion: weft/v1\nkind: Cluster\nmetadata: {name: web}\nspec: {endpoints: [\"127.0.0.1:1\"]}\n---\napiVersion: weft/v1\nkind: FilterChain\nmetadata:\n  name: edge\nspec:\n  filters:\n    - plugin: hello\n      config: {greeting: 42}\n";
-        assert_eq!(resource_at(yaml, 2), Some(("Cluster".into(), "web".into())));
-        assert_eq!(
-            resource_at(yaml, 12),
-            Some(("FilterChain".into(), "edge".into()))
-        );
         let snapshot = Snapshot {
             version: 7,
             nonce: "1".into(),
-            yaml: yaml.into(),
+            yaml: String::new(),
             modules: Vec::new(),
         };
-        let error = ConfigError {
+        let mut error = ConfigError {
             file: "/var/cache/weft/snapshot.yaml".into(),
             line: Some(12),
             field: "spec.filters[0]".into(),
             message: "the plugin rejected its configuration".into(),
+            resource: Some(Box::new(("FilterChain".into(), "edge".into()))),
         };
         assert_eq!(
             in_snapshot(&error, &snapshot),
             "FilterChain `edge` (line 12 of snapshot version 7), field `spec.filters[0]`: the plugin rejected its configuration"
+        );
+        error.resource = None;
+        error.field.clear();
+        assert_eq!(
+            in_snapshot(&error, &snapshot),
+            "line 12 of snapshot version 7: the plugin rejected its configuration"
         );
     }
 

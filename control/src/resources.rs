@@ -333,8 +333,6 @@ struct Metadata {
 struct Combined {
     text: String,
     input_lines: usize,
-    /// First line of each stored document in `text`, with its kind and name.
-    stored: Vec<(usize, String, String)>,
 }
 
 impl Combined {
@@ -344,24 +342,14 @@ impl Combined {
             text.push('\n');
         }
         let input_lines = text.lines().count();
-        let mut starts = Vec::new();
         for resource in stored {
             text.push_str("---\n");
-            starts.push((
-                text.lines().count() + 1,
-                resource.kind.clone(),
-                resource.name.clone(),
-            ));
             text.push_str(&resource.yaml);
             if !text.ends_with('\n') {
                 text.push('\n');
             }
         }
-        Self {
-            text,
-            input_lines,
-            stored: starts,
-        }
+        Self { text, input_lines }
     }
 
     fn load(&self) -> Result<(Config, SourceMap), ResourceError> {
@@ -369,24 +357,15 @@ impl Combined {
             .map_err(|e| ResourceError::Invalid(self.rejection(e)))
     }
 
-    /// Locates a loader error in the input or in a stored resource.
+    /// Locates a loader error in the input or, past its lines, in the stored resource the
+    /// loader names.
     fn rejection(&self, error: ConfigError) -> Rejection {
-        let location = match error.line {
-            Some(line) if line > self.input_lines => {
-                match self
-                    .stored
-                    .iter()
-                    .rev()
-                    .find(|(start, _, _)| *start <= line)
-                {
-                    Some((_, kind, name)) => Location::Stored {
-                        kind: kind.clone(),
-                        name: name.clone(),
-                    },
-                    None => Location::Input(None),
-                }
+        let location = match (error.line, error.resource.map(|r| *r)) {
+            (Some(line), Some((kind, name))) if line > self.input_lines => {
+                Location::Stored { kind, name }
             }
-            line => Location::Input(line),
+            (Some(line), None) if line > self.input_lines => Location::Input(None),
+            (line, _) => Location::Input(line),
         };
         Rejection {
             location,

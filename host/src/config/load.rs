@@ -23,6 +23,9 @@ pub struct ConfigError {
     pub field: String,
     /// What is wrong, and what would be right.
     pub message: String,
+    /// The resource the error is in, as `(kind, metadata.name)`, once its header was read
+    /// (boxed: errors travel in `Result`s and most are never inspected this far).
+    pub resource: Option<Box<(String, String)>>,
 }
 
 impl fmt::Display for ConfigError {
@@ -72,6 +75,7 @@ impl SourceMap {
             line: second.map(|d| d.start_line + locate(&d.text, "metadata.name")),
             field: "metadata.name".into(),
             message: format!("duplicate {kind} name `{name}`"),
+            resource: Some(Box::new((kind.to_owned(), name.to_owned()))),
         }
     }
 
@@ -90,6 +94,7 @@ impl SourceMap {
             line: doc.map(|d| d.start_line + locate(&d.text, field)),
             field: field.to_owned(),
             message: message.into(),
+            resource: Some(Box::new((kind.to_owned(), name.to_owned()))),
         }
     }
 }
@@ -101,6 +106,7 @@ pub fn load_file(path: &Path) -> Result<(Config, SourceMap), ConfigError> {
         line: None,
         field: String::new(),
         message: format!("cannot read the file: {e}"),
+        resource: None,
     })?;
     load_str(path, &text)
 }
@@ -159,6 +165,22 @@ fn parse_document(
 ) -> Result<(), ConfigError> {
     let file = map.file.clone();
     let header: model::Header = parse_yaml(&file, start_line, &text)?;
+    let resource = Box::new((header.kind.clone(), header.metadata.name.clone()));
+    parse_resource(map, authored, start_line, text, header).map_err(|mut e| {
+        e.resource = Some(resource);
+        e
+    })
+}
+
+/// The rest of [`parse_document`], once the header was read.
+fn parse_resource(
+    map: &mut SourceMap,
+    authored: &mut Authored,
+    start_line: usize,
+    text: String,
+    header: model::Header,
+) -> Result<(), ConfigError> {
+    let file = map.file.clone();
     if header.api_version != "weft/v1" {
         return Err(ConfigError {
             file,
@@ -168,6 +190,7 @@ fn parse_document(
                 "unsupported apiVersion `{}`, expected `weft/v1`",
                 header.api_version
             ),
+            resource: None,
         });
     }
     let name = header.metadata.name.clone();
@@ -177,6 +200,7 @@ fn parse_document(
             line: Some(start_line + locate(&text, "metadata.name")),
             field: "metadata.name".into(),
             message: format!("invalid name `{name}`: use letters, digits, `-`, `_` and `.`"),
+            resource: None,
         });
     }
     match header.kind.as_str() {
@@ -200,6 +224,7 @@ fn parse_document(
                 message: format!(
                     "unknown kind `{other}`, expected Listener, Cluster, FilterChain or Plugin"
                 ),
+                resource: None,
             });
         }
     }
@@ -238,6 +263,7 @@ fn parse_yaml<T: DeserializeOwned>(
             line,
             field,
             message,
+            resource: None,
         }
     })
 }

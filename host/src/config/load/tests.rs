@@ -87,6 +87,10 @@ fn unknown_field_names_line_and_field() {
     assert_eq!(e.line, Some(22), "{e}");
     assert!(e.message.contains("unknown field `conectTimeout`"), "{e}");
     assert_eq!(e.field, "spec.conectTimeout", "{e:?}");
+    assert_eq!(
+        e.resource.as_deref(),
+        Some(&("Cluster".into(), "web".into()))
+    );
     let shown = e.to_string();
     assert!(
         shown.starts_with(
@@ -122,6 +126,10 @@ fn bad_address_names_line_and_field() {
         "{e}"
     );
     assert!(e.message.contains("not host:port"), "{e}");
+    assert_eq!(
+        e.resource.as_deref(),
+        Some(&("Cluster".into(), "web".into()))
+    );
 }
 
 #[test]
