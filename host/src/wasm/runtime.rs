@@ -10,6 +10,9 @@
 //!   each store carries `StoreLimits` with its plugin's own cap, and a `memory.grow` past it
 //!   fails inside the guest (returns -1), as the Wasm spec allows.
 //! - **Compile once.** Modules are cached by the sha256 of their bytes.
+//! - **Profiling.** With `WEFT_WASM_PERFMAP=1` in the environment, the engine writes
+//!   `/tmp/perf-PID.map`, so `perf` (and scripts reading that map next to valgrind's output) can
+//!   name the guests' JIT-compiled functions.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,9 +43,9 @@ use std::{
 
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig, ResourceLimiter,
-    Store, StoreContextMut, StoreLimits, StoreLimitsBuilder, TypedFunc, UpdateDeadline, WasmParams,
-    WasmResults,
+    Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig, ProfilingStrategy,
+    ResourceLimiter, Store, StoreContextMut, StoreLimits, StoreLimitsBuilder, TypedFunc,
+    UpdateDeadline, WasmParams, WasmResults,
 };
 
 /// Engine-wide settings, fixed for the life of the process.
@@ -213,6 +216,9 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// `1` makes the engine write a perf map of the guests' compiled functions.
+const PERFMAP_ENV: &str = "WEFT_WASM_PERFMAP";
+
 /// The process's Wasm engine and module cache.
 pub struct WasmRuntime {
     engine: Engine,
@@ -240,6 +246,9 @@ impl WasmRuntime {
         config
             .memory_reservation(reservation)
             .memory_guard_size(64 << 10);
+        if std::env::var_os(PERFMAP_ENV).is_some_and(|v| v == "1") {
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
         let runtime = Arc::new(Self {
             engine,
