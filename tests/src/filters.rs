@@ -33,6 +33,10 @@ use crate::within;
 /// Every network step of the filter tests is bounded by this.
 pub const STEP: Duration = Duration::from_secs(5);
 
+/// Starting a proxy is bounded by this: it compiles every module of its chains (in a debug
+/// build, under a machine's full test load, five built-in plugins take seconds).
+pub const START: Duration = Duration::from_secs(30);
+
 /// Both downstream protocols: HTTP/1.1 and h2c.
 pub const VERSIONS: [Version; 2] = [Version::HTTP_11, Version::HTTP_2];
 
@@ -52,9 +56,12 @@ pub async fn start_one_filter(target: &str, filter: Filter) -> (Upstream, Weft) 
     (up, weft)
 }
 
-/// Starts a proxy on `yaml`; panics naming `what` if it fails or takes longer than [`STEP`].
+/// Starts a proxy on `yaml`; panics naming `what` if it fails or takes longer than [`START`].
 pub async fn start(yaml: &str, what: &str) -> Weft {
-    step(&format!("starting weft with {what}"), Weft::start(yaml)).await
+    let what = format!("starting weft with {what}");
+    within(START, &what, Weft::start(yaml))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e:#}"))
 }
 
 /// Runs `fut`; panics naming `what` if it fails or has no outcome within [`STEP`].

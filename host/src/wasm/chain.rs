@@ -235,13 +235,17 @@ impl FilterStream {
             .await
         {
             Ok(value) => Ok(value),
-            Err(failure) => {
-                self.slots[slot].instance = None;
-                let filter = &self.slots[slot].filter;
-                tracing::warn!(filter = %filter.config.name, plugin = %filter.plugin.name, %failure, "filter failed");
-                fail(filter, &failure)
-            }
+            Err(failure) => self.failed(slot, &failure),
         }
+    }
+
+    /// Filter `slot` failed: it drops out of the stream, and with `FAIL_CLOSE` the request's
+    /// answer is the 503.
+    fn failed(&mut self, slot: usize, failure: &Failure) -> Result<u32, Flow> {
+        self.slots[slot].instance = None;
+        let filter = &self.slots[slot].filter;
+        tracing::warn!(filter = %filter.config.name, plugin = %filter.plugin.name, %failure, "filter failed");
+        fail(filter, failure)
     }
 
     /// A local reply or close asked for during the last call, as the answer.
@@ -332,7 +336,7 @@ impl FilterStream {
             if let StreamEvent::Resume(_) = event {
                 continue;
             }
-            if let Some(Flow::Respond(response)) = self.handle_event(event, side).await {
+            if let Some(Flow::Respond(response)) = Box::pin(self.handle_event(event, side)).await {
                 return Some(Flow::Respond(response));
             }
         }
@@ -340,7 +344,8 @@ impl FilterStream {
     }
 
     /// Runs a phase on filter `slot` and settles what it asked for: a local reply, or a pause
-    /// to wait out.
+    /// to wait out. (The call is made here rather than through [`call`](Self::call): one
+    /// future less to build and move on every phase of every filter.)
     async fn phase(
         &mut self,
         slot: usize,
@@ -348,29 +353,44 @@ impl FilterStream {
         side: Side,
         may_pause: bool,
     ) -> Result<u32, Flow> {
-        let action = self.call(slot, call).await?;
-        self.settle(slot, action, side, may_pause).await
+        let Some(instance) = self.slots[slot].instance.as_ref() else {
+            return Ok(0);
+        };
+        let context = self.slots[slot].context;
+        let action = match instance
+            .stream_call(&mut self.stream, context, slot, call)
+            .await
+        {
+            Ok(action) => action,
+            Err(failure) => self.failed(slot, &failure)?,
+        };
+        match self.settled(action, side, may_pause) {
+            Some(result) => result,
+            None => self.wait(slot, side).await,
+        }
     }
 
-    /// What follows a phase callback's `action`: a local reply, or a pause to wait out.
-    async fn settle(
-        &mut self,
-        slot: usize,
-        action: u32,
-        side: Side,
-        may_pause: bool,
-    ) -> Result<u32, Flow> {
+    /// What follows a phase callback's `action`: a local reply, the action itself, or `None`:
+    /// a pause to wait out ([`wait`](Self::wait)).
+    fn settled(&mut self, action: u32, side: Side, may_pause: bool) -> Option<Result<u32, Flow>> {
         if let Some(flow) = self.take_local() {
-            return Err(flow);
+            return Some(Err(flow));
         }
         let resumed = self.stream.as_ref().is_some_and(|s| s.resumed(side));
         if action == PAUSE && may_pause && !resumed {
-            if let Flow::Respond(response) = self.wait_resumed(slot, side).await {
-                return Err(Flow::Respond(response));
-            }
-            return Ok(0);
+            return None;
         }
-        Ok(action)
+        Some(Ok(action))
+    }
+
+    /// Holds the stream that filter `slot` paused until it is resumed (`Ok`) or answered.
+    async fn wait(&mut self, slot: usize, side: Side) -> Result<u32, Flow> {
+        // Boxed, like every rarely taken wait here: the futures of the common path (built and
+        // moved on every phase call) stay small.
+        match Box::pin(self.wait_resumed(slot, side)).await {
+            Flow::Respond(response) => Err(Flow::Respond(response)),
+            Flow::Continue => Ok(0),
+        }
     }
 
     /// The slots in the order `side`'s phases visit them: chain order for the request,
@@ -399,7 +419,10 @@ impl FilterStream {
                     .create_context(slot, Some((headers, end_of_stream)))
                     .await
                 {
-                    Ok(action) => self.settle(slot, action, side, true).await,
+                    Ok(action) => match self.settled(action, side, true) {
+                        Some(result) => result,
+                        None => self.wait(slot, side).await,
+                    },
                     Err(flow) => Err(flow),
                 }
             } else {

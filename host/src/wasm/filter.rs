@@ -131,7 +131,8 @@ impl Filter {
         if let Some(instance) = chosen {
             return Ok(instance);
         }
-        let fresh = Instance::start(&self.host, &self.pre, &self.spec)
+        // Boxed: the rare path keeps the common one's future small.
+        let fresh = Box::pin(Instance::start(&self.host, &self.pre, &self.spec))
             .await
             .inspect_err(|failure| {
                 self.host

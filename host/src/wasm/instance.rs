@@ -24,7 +24,7 @@ use super::{
     context::{Delivery, Exports, GrpcEvent, HostData, RootEvent, Side, StreamData, StreamHandle},
     host::{FailureReason, WasmHost},
     properties::PluginIdentity,
-    runtime::{GuestLimits, GuestState, WasmError},
+    runtime::{GuestLimits, GuestState, WasmError, WasmRuntime},
 };
 
 /// A store holding one instance.
@@ -120,6 +120,25 @@ pub enum StreamCall {
         /// What happened.
         event: Box<GrpcEvent>,
     },
+}
+
+/// The guest function a [`StreamCall`] comes down to (see [`Instance::plan`]).
+enum Plan<'e> {
+    /// Nothing to call (the guest lacks the callback): this value.
+    Done(u32),
+    /// The `start` trampoline: context creation and request headers.
+    Start(
+        &'e TypedFunc<(u32, u32, u32, u32), u32>,
+        (u32, u32, u32, u32),
+    ),
+    /// A headers or body callback.
+    Phase(&'e TypedFunc<(u32, u32, u32), u32>, (u32, u32, u32)),
+    /// A trailers callback.
+    Trailers(&'e TypedFunc<(u32, u32), u32>, (u32, u32)),
+    /// The `finish` trampoline or `proxy_on_delete`, on the stream's context.
+    End(&'e TypedFunc<u32, ()>),
+    /// Several guest calls, or a callout's answer: [`Instance::dispatch`].
+    Other(StreamCall),
 }
 
 /// One plugin instance.
@@ -355,6 +374,14 @@ impl Instance {
         P: WasmParams + Sync,
         R: WasmResults + Sync,
     {
+        self.begin_call(store, effective)?;
+        let result = func.call_async(&mut *store, params).await;
+        self.end_call(store, result)
+    }
+
+    /// Everything before a guest call: refuses on a broken instance, sets the effective
+    /// context, arms the deadline, marks the instance busy.
+    fn begin_call(&self, store: &mut GuestStore, effective: u32) -> Result<(), Failure> {
         if self.is_broken() {
             return Err(Failure {
                 reason: FailureReason::Trap,
@@ -367,36 +394,43 @@ impl Instance {
             data.effective = effective;
             data.panicked = false;
         }
-        let runtime = &self.host.runtime;
         self.calls.inc();
-        self.busy_since.store(runtime.now_tick(), Ordering::Relaxed);
-        let result = runtime.call(store, func, params).await;
+        let started = self.host.runtime.begin_call(store);
+        self.busy_since.store(started, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Everything after a guest call: a failure classified, counted and the instance retired.
+    fn end_call<R>(
+        &self,
+        store: &mut GuestStore,
+        result: wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
         self.busy_since.store(0, Ordering::Relaxed);
-        match result {
-            Ok(result) => Ok(result),
-            Err(error) => {
-                let state = store.data();
-                let reason = match &error {
-                    WasmError::Deadline(_) => FailureReason::Deadline,
-                    _ if state.memory_denied() => FailureReason::Memory,
-                    _ if state.data.panicked => FailureReason::Panic,
-                    _ => FailureReason::Trap,
-                };
-                let detail = match reason {
-                    FailureReason::Memory => format!(
-                        "out of memory (limit {} bytes): {error}",
-                        state.limits().memory_bytes
-                    ),
-                    _ => error.to_string(),
-                };
-                self.retire(reason, &detail);
-                Err(Failure {
-                    reason,
-                    detail,
-                    stale: false,
-                })
-            }
-        }
+        let error = match WasmRuntime::end_call(store, result) {
+            Ok(result) => return Ok(result),
+            Err(error) => error,
+        };
+        let state = store.data();
+        let reason = match &error {
+            WasmError::Deadline(_) => FailureReason::Deadline,
+            _ if state.memory_denied() => FailureReason::Memory,
+            _ if state.data.panicked => FailureReason::Panic,
+            _ => FailureReason::Trap,
+        };
+        let detail = match reason {
+            FailureReason::Memory => format!(
+                "out of memory (limit {} bytes): {error}",
+                state.limits().memory_bytes
+            ),
+            _ => error.to_string(),
+        };
+        self.retire(reason, &detail);
+        Err(Failure {
+            reason,
+            detail,
+            stale: false,
+        })
     }
 
     /// Marks the instance broken and counts the failure (once).
@@ -451,32 +485,10 @@ impl Instance {
         call: StreamCall,
     ) -> Result<u32, Failure> {
         // Uncontended, the common case: no waiter to register, no timer.
-        let mut store = if let Some(store) = self.store.try_lock() {
-            store
-        } else if matches!(
-            call,
-            StreamCall::Create { may_move: true } | StreamCall::Start { may_move: true, .. }
-        ) {
-            // A stream that has not started here yet does not queue behind a guest stuck in a
-            // long call: it gives up the instance (`stale`) and its filter picks another.
-            let tick = self.host.runtime.settings().tick;
-            loop {
-                tokio::select! {
-                    store = self.store.lock() => break store,
-                    () = tokio::time::sleep(tick) => {
-                        if self.is_stuck() || self.is_broken() {
-                            self.release();
-                            return Err(Failure {
-                                reason: FailureReason::Trap,
-                                detail: "the instance is busy in a long call".into(),
-                                stale: true,
-                            });
-                        }
-                    }
-                }
-            }
-        } else {
-            self.store.lock().await
+        let mut store = match self.store.try_lock() {
+            Some(store) => store,
+            // Boxed: the rare path keeps the future of every call small.
+            None => Box::pin(self.lock_contended(&call)).await?,
         };
         {
             let data = &mut store.data_mut().data;
@@ -493,7 +505,18 @@ impl Instance {
             call,
             StreamCall::Headers { .. } | StreamCall::Body { .. } | StreamCall::Trailers { .. }
         );
-        let result = self.dispatch(&mut store, context, slot, call).await;
+        let result = match self.plan(&mut store, context, slot, call) {
+            Plan::Done(value) => Ok(value),
+            Plan::Start(f, params) => self.invoke(&mut store, f, params, context).await,
+            Plan::Phase(f, params) => self.invoke(&mut store, f, params, context).await,
+            Plan::Trailers(f, params) => self.invoke(&mut store, f, params, context).await,
+            Plan::End(f) => self
+                .invoke(&mut store, f, context, context)
+                .await
+                .map(|()| 0),
+            // Boxed: the rare calls keep the future of the common ones small.
+            Plan::Other(call) => Box::pin(self.dispatch(&mut store, context, call)).await,
+        };
         {
             let data = &mut store.data_mut().data;
             *stream = data.stream.take();
@@ -508,51 +531,68 @@ impl Instance {
         result
     }
 
-    async fn dispatch(
-        self: &Arc<Self>,
+    /// Waits for the store another call holds. A stream that has not started here yet does
+    /// not queue behind a guest stuck in a long call: it gives up the instance (`stale`) and
+    /// its filter picks another.
+    async fn lock_contended(
+        &self,
+        call: &StreamCall,
+    ) -> Result<futures_util::lock::MutexGuard<'_, GuestStore>, Failure> {
+        let may_move = matches!(
+            call,
+            StreamCall::Create { may_move: true } | StreamCall::Start { may_move: true, .. }
+        );
+        if !may_move {
+            return Ok(self.store.lock().await);
+        }
+        let tick = self.host.runtime.settings().tick;
+        loop {
+            tokio::select! {
+                store = self.store.lock() => return Ok(store),
+                () = tokio::time::sleep(tick) => {
+                    if self.is_stuck() || self.is_broken() {
+                        self.release();
+                        return Err(Failure {
+                            reason: FailureReason::Trap,
+                            detail: "the instance is busy in a long call".into(),
+                            stale: true,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// What `call` comes down to: for the calls every stream makes, the one guest function to
+    /// run (found without awaiting anything); the rest go through [`dispatch`](Self::dispatch).
+    fn plan<'e>(
+        &'e self,
         store: &mut GuestStore,
         context: u32,
         slot: usize,
         call: StreamCall,
-    ) -> Result<u32, Failure> {
+    ) -> Plan<'e> {
         let e = &self.exports;
         let flag = |b: bool| u32::from(b);
-        let root = self.root_id;
         match call {
             StreamCall::Create { .. } | StreamCall::Start { .. } => {
-                let events = store.data().data.stream.as_ref().map(|s| s.events.clone());
-                if let Some(events) = events {
-                    store
-                        .data_mut()
-                        .data
-                        .streams
-                        .insert(context, StreamHandle { events, slot });
+                let data = &mut store.data_mut().data;
+                if let Some(events) = data.stream.as_ref().map(|s| s.events.clone()) {
+                    data.streams.insert(context, StreamHandle { events, slot });
                 }
-                if let StreamCall::Start {
-                    headers,
-                    end_of_stream,
-                    ..
-                } = call
-                {
-                    let end = flag(end_of_stream);
-                    if let Some(t) = &self.trampolines {
-                        let params = (context, root, headers, end);
-                        return self.invoke(store, &t.start, params, context).await;
-                    }
-                    if let Some(f) = &e.on_context_create {
-                        self.invoke(store, f, (context, root), context).await?;
-                    }
-                    let func = e.on_request_headers.as_ref();
-                    return self
-                        .action(store, func, (context, headers, end), context)
-                        .await;
-                }
-                match &e.on_context_create {
-                    Some(f) => self
-                        .invoke(store, f, (context, root), context)
-                        .await
-                        .map(|()| 0),
-                    None => Ok(0),
+                match (&call, &self.trampolines) {
+                    (
+                        StreamCall::Start {
+                            headers,
+                            end_of_stream,
+                            ..
+                        },
+                        Some(t),
+                    ) => Plan::Start(
+                        &t.start,
+                        (context, self.root_id, *headers, flag(*end_of_stream)),
+                    ),
+                    _ => Plan::Other(call),
                 }
             }
             StreamCall::Headers {
@@ -564,8 +604,10 @@ impl Instance {
                     Side::Request => e.on_request_headers.as_ref(),
                     Side::Response => e.on_response_headers.as_ref(),
                 };
-                let params = (context, headers, flag(end_of_stream));
-                self.action(store, func, params, context).await
+                match func {
+                    Some(f) => Plan::Phase(f, (context, headers, flag(end_of_stream))),
+                    None => Plan::Done(0),
+                }
             }
             StreamCall::Body {
                 side,
@@ -576,33 +618,71 @@ impl Instance {
                     Side::Request => e.on_request_body.as_ref(),
                     Side::Response => e.on_response_body.as_ref(),
                 };
-                let params = (context, size, flag(end_of_stream));
-                self.action(store, func, params, context).await
+                match func {
+                    Some(f) => Plan::Phase(f, (context, size, flag(end_of_stream))),
+                    None => Plan::Done(0),
+                }
             }
             StreamCall::Trailers { side, trailers } => {
                 let func = match side {
                     Side::Request => e.on_request_trailers.as_ref(),
                     Side::Response => e.on_response_trailers.as_ref(),
                 };
-                self.action(store, func, (context, trailers), context).await
+                match func {
+                    Some(f) => Plan::Trailers(f, (context, trailers)),
+                    None => Plan::Done(0),
+                }
             }
-            StreamCall::Delete => {
+            StreamCall::Delete | StreamCall::Finish => {
                 store.data_mut().data.streams.remove(&context);
                 self.live.fetch_sub(1, Ordering::Relaxed);
-                match &e.on_delete {
-                    Some(f) => self.invoke(store, f, context, context).await.map(|()| 0),
+                let func = match (&call, &self.trampolines) {
+                    (StreamCall::Finish, Some(t)) => Some(&t.finish),
+                    (StreamCall::Finish, None) => return Plan::Other(call),
+                    _ => e.on_delete.as_ref(),
+                };
+                match func {
+                    Some(f) => Plan::End(f),
+                    None => Plan::Done(0),
+                }
+            }
+            StreamCall::HttpCallResponse { .. } | StreamCall::Grpc { .. } => Plan::Other(call),
+        }
+    }
+
+    /// The calls [`plan`](Self::plan) leaves: context creation and the end of a stream for
+    /// guests without every callback the trampolines need (one guest call after another), and
+    /// callout answers.
+    async fn dispatch(
+        self: &Arc<Self>,
+        store: &mut GuestStore,
+        context: u32,
+        call: StreamCall,
+    ) -> Result<u32, Failure> {
+        let e = &self.exports;
+        let root = self.root_id;
+        match call {
+            StreamCall::Create { .. } | StreamCall::Start { .. } => {
+                if let Some(f) = &e.on_context_create {
+                    self.invoke(store, f, (context, root), context).await?;
+                }
+                let StreamCall::Start {
+                    headers,
+                    end_of_stream,
+                    ..
+                } = call
+                else {
+                    return Ok(0);
+                };
+                match &e.on_request_headers {
+                    Some(f) => {
+                        let params = (context, headers, u32::from(end_of_stream));
+                        self.invoke(store, f, params, context).await
+                    }
                     None => Ok(0),
                 }
             }
             StreamCall::Finish => {
-                store.data_mut().data.streams.remove(&context);
-                self.live.fetch_sub(1, Ordering::Relaxed);
-                if let Some(t) = &self.trampolines {
-                    return self
-                        .invoke(store, &t.finish, context, context)
-                        .await
-                        .map(|()| 0);
-                }
                 if let Some(f) = &e.on_done {
                     self.invoke(store, f, context, context).await?;
                 }
@@ -621,22 +701,11 @@ impl Instance {
             StreamCall::Grpc { token, event } => {
                 self.deliver_grpc(store, token, event).await.map(|()| 0)
             }
-        }
-    }
-
-    async fn action<P>(
-        &self,
-        store: &mut GuestStore,
-        func: Option<&TypedFunc<P, u32>>,
-        params: P,
-        effective: u32,
-    ) -> Result<u32, Failure>
-    where
-        P: WasmParams + Sync,
-    {
-        match func {
-            Some(f) => self.invoke(store, f, params, effective).await,
-            None => Ok(0),
+            // Planned; never dispatched.
+            StreamCall::Headers { .. }
+            | StreamCall::Body { .. }
+            | StreamCall::Trailers { .. }
+            | StreamCall::Delete => Ok(0),
         }
     }
 

@@ -327,10 +327,28 @@ impl WasmRuntime {
         P: WasmParams + Sync,
         R: WasmResults + Sync,
     {
-        store.data_mut().call_started = Some(self.now_tick());
-        store.data_mut().limiter.memory_denied = false;
-        store.set_epoch_deadline(1);
+        self.begin_call(store);
         let result = func.call_async(&mut *store, params).await;
+        Self::end_call(store, result)
+    }
+
+    /// Arms the deadline for a guest call about to start on `store` (what [`call`](Self::call)
+    /// does around `call_async`, for callers that make the call themselves). Returns the tick
+    /// the call starts at.
+    pub fn begin_call<T>(&self, store: &mut Store<GuestState<T>>) -> u64 {
+        let now = self.now_tick();
+        let state = store.data_mut();
+        state.call_started = Some(now);
+        state.limiter.memory_denied = false;
+        store.set_epoch_deadline(1);
+        now
+    }
+
+    /// Disarms the deadline after a guest call on `store` and classifies its outcome.
+    pub fn end_call<T, R>(
+        store: &mut Store<GuestState<T>>,
+        result: wasmtime::Result<R>,
+    ) -> Result<R, WasmError> {
         store.data_mut().call_started = None;
         result.map_err(WasmError::from)
     }
