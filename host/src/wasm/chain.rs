@@ -740,7 +740,56 @@ fn reset_response() -> Response<ProxyBody> {
 }
 
 /// The running body phase of a [`FilteredBody`].
-type Step = Pin<Box<dyn Future<Output = Result<Vec<Frame<Bytes>>, BoxError>> + Send>>;
+///
+/// A step holds the stream's lock while the filters run, and those who wait for that lock do
+/// not poll this body: the handler waits for it with the upstream's response head in hand (to
+/// run the response phases), the response body's step waits for it too, and the request body
+/// only goes upstream (over HTTP/1.1) as that response is read. So a step that cannot finish in
+/// the poll that started it — a guest yielding at an epoch tick, an instance busy with another
+/// stream, a paused filter — goes on as a task of its own: left to its poller, it could wait
+/// forever for a poll that only comes once the lock it holds is free.
+enum Step {
+    /// Polled by the body's poller: the common case of a step that completes at once.
+    Inline(Pin<Box<dyn Future<Output = StepResult> + Send>>),
+    /// On a task of its own; aborted if the body is dropped, as an inline step would be.
+    Spawned(StepTask),
+}
+
+/// What a body phase lets through: the frames that travel on, or why the body stops.
+type StepResult = Result<Vec<Frame<Bytes>>, BoxError>;
+
+/// A step's task, aborted when dropped.
+struct StepTask(tokio::task::JoinHandle<StepResult>);
+
+impl Drop for StepTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Step {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<StepResult> {
+        let future = match self {
+            Step::Inline(future) => future,
+            Step::Spawned(task) => {
+                return Pin::new(&mut task.0).poll(cx).map(|joined| {
+                    joined.unwrap_or_else(|e| Err(format!("a body phase failed: {e}").into()))
+                });
+            }
+        };
+        let polled = future.as_mut().poll(cx);
+        // Outside a runtime (never on the proxy's path) the poller goes on driving it.
+        if polled.is_pending()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let future = std::mem::replace(future, Box::pin(std::future::pending()));
+            *self = Step::Spawned(StepTask(runtime.spawn(future)));
+            // Registers the poller to be woken when the task is done.
+            return self.poll(cx);
+        }
+        polled
+    }
+}
 
 pin_project_lite::pin_project! {
     /// A body streamed through a chain's body phases: the request body on its way upstream or
@@ -781,7 +830,7 @@ enum Input {
 }
 
 fn run_step(stream: Arc<Mutex<FilterStream>>, side: Side, input: Input) -> Step {
-    Box::pin(async move {
+    Step::Inline(Box::pin(async move {
         let mut stream = stream.lock_owned().await;
         let mut frames = Vec::new();
         let end = !matches!(input, Input::Data(_, false));
@@ -818,7 +867,7 @@ fn run_step(stream: Arc<Mutex<FilterStream>>, side: Side, input: Input) -> Step 
             stream.finish().await;
         }
         result
-    })
+    }))
 }
 
 impl Body for FilteredBody {
@@ -835,7 +884,7 @@ impl Body for FilteredBody {
                 return Poll::Ready(Some(Ok(frame)));
             }
             if let Some(step) = this.step.as_mut() {
-                match step.as_mut().poll(cx) {
+                match step.poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(result) => {
                         *this.step = None;
@@ -891,3 +940,6 @@ impl Body for FilteredBody {
         self.done && self.ready.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests;
