@@ -134,6 +134,9 @@ impl Pool {
         mut request: Request<ProxyBody>,
         on_connect: impl Fn(),
     ) -> Result<Exchanged, SendError> {
+        // The connecting paths are boxed: a new connection (TCP, TLS, an HTTP/2 handshake) is
+        // rare next to a pooled one, and inline its futures would make the future of every
+        // request kilobytes larger — built, and moved, per request.
         if spec.protocol == UpstreamProtocol::Http2 {
             match self.shared_h2(host, port, spec, &on_connect).await {
                 Ok(Some(sender)) => return send_h2(sender, request).await,
@@ -149,7 +152,7 @@ impl Pool {
         loop {
             let (conn, reused) = match self.take_idle() {
                 Some(conn) => (conn, true),
-                None => match connect(host, port, spec).await {
+                None => match Box::pin(connect(host, port, spec)).await {
                     Ok(Conn::Http1(conn)) => {
                         on_connect();
                         (conn, false)
@@ -200,7 +203,7 @@ impl Pool {
             return Ok(Some(sender.clone()));
         }
         *shared = None;
-        let conn = connect(host, port, spec).await?;
+        let conn = Box::pin(connect(host, port, spec)).await?;
         on_connect();
         match conn {
             Conn::Http2(sender) => {

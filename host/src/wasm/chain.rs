@@ -22,7 +22,6 @@
 //! an upstream may answer while the request body is still arriving.
 
 use std::{
-    collections::VecDeque,
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -756,7 +755,29 @@ enum Step {
 }
 
 /// What a body phase lets through: the frames that travel on, or why the body stops.
-type StepResult = Result<Vec<Frame<Bytes>>, BoxError>;
+type StepResult = Result<Frames, BoxError>;
+
+/// The frames one body step lets through: at most a data frame, then trailers (held in place,
+/// not in a collection: no allocation per step).
+#[derive(Default)]
+struct Frames {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Frames {
+    /// The next frame, data first.
+    fn pop(&mut self) -> Option<Frame<Bytes>> {
+        if let Some(data) = self.data.take() {
+            return Some(Frame::data(data));
+        }
+        self.trailers.take().map(Frame::trailers)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+}
 
 /// A step's task, aborted when dropped.
 struct StepTask(tokio::task::JoinHandle<StepResult>);
@@ -801,7 +822,7 @@ pin_project_lite::pin_project! {
         stream: Arc<Mutex<FilterStream>>,
         side: Side,
         step: Option<Step>,
-        ready: VecDeque<Frame<Bytes>>,
+        ready: Frames,
         inner_done: bool,
         done: bool,
     }
@@ -815,7 +836,7 @@ impl FilteredBody {
             stream,
             side,
             step: None,
-            ready: VecDeque::new(),
+            ready: Frames::default(),
             inner_done: false,
             done: false,
         }
@@ -832,7 +853,6 @@ enum Input {
 fn run_step(stream: Arc<Mutex<FilterStream>>, side: Side, input: Input) -> Step {
     Step::Inline(Box::pin(async move {
         let mut stream = stream.lock_owned().await;
-        let mut frames = Vec::new();
         let end = !matches!(input, Input::Data(_, false));
         let result = match input {
             Input::Data(data, eos) => stream.body(side, data, eos).await.map(|data| (data, None)),
@@ -840,17 +860,17 @@ fn run_step(stream: Arc<Mutex<FilterStream>>, side: Side, input: Input) -> Step 
                 .body(side, Bytes::new(), true)
                 .await
                 .map(|data| (data, None)),
-            Input::Trailers(trailers) => stream
-                .trailers(side, trailers)
+            // Boxed: trailers are rare, and their phase's future would make every step's
+            // future (moved into its box on every body frame) larger.
+            Input::Trailers(trailers) => Box::pin(stream.trailers(side, trailers))
                 .await
                 .map(|(data, trailers)| (data, Some(trailers))),
         };
         let result = match result {
-            Ok((data, trailers)) => {
-                frames.extend(data.filter(|d| !d.is_empty()).map(Frame::data));
-                frames.extend(trailers.map(Frame::trailers));
-                Ok(frames)
-            }
+            Ok((data, trailers)) => Ok(Frames {
+                data: data.filter(|d| !d.is_empty()),
+                trailers,
+            }),
             Err(response) => {
                 let status = response.status();
                 if side == Side::Request {
@@ -880,7 +900,7 @@ impl Body for FilteredBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         loop {
-            if let Some(frame) = this.ready.pop_front() {
+            if let Some(frame) = this.ready.pop() {
                 return Poll::Ready(Some(Ok(frame)));
             }
             if let Some(step) = this.step.as_mut() {
@@ -890,7 +910,7 @@ impl Body for FilteredBody {
                         *this.step = None;
                         match result {
                             Ok(frames) => {
-                                this.ready.extend(frames);
+                                *this.ready = frames;
                                 continue;
                             }
                             Err(error) => {

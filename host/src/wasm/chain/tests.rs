@@ -8,7 +8,7 @@ use std::{
 
 use futures_util::lock::Mutex;
 
-use super::Step;
+use super::{Frames, Step};
 
 /// A step that has to wait while it holds the stream's lock goes on without its poller, which
 /// may be the one waiting for that lock (the handler with the response head in hand, or the
@@ -21,7 +21,7 @@ async fn a_step_waiting_with_the_lock_finishes_without_its_poller() {
         let _guard = held.lock_owned().await;
         // As a guest does at an epoch tick.
         tokio::task::yield_now().await;
-        Ok(Vec::new())
+        Ok(Frames::default())
     }));
     let mut cx = Context::from_waker(Waker::noop());
     assert!(
