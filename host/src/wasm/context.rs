@@ -421,6 +421,10 @@ pub struct HostData {
     pub tick_period: Option<Duration>,
     /// Set when `tick_period` changed during the current call.
     pub tick_changed: bool,
+    /// Guest calls not yet added to `weft_plugin_calls_total`: counted here, under the store's
+    /// lock, and added at a stream's first and last calls (one atomic add per stream rather
+    /// than one per call, on a counter every worker shares).
+    pub pending_calls: u64,
     /// Next callout token.
     pub next_token: u32,
     /// Open gRPC calls and streams by token.
@@ -461,6 +465,7 @@ impl HostData {
             status: (0, Bytes::new()),
             tick_period: None,
             tick_changed: false,
+            pending_calls: 0,
             next_token: 0,
             grpc: HashMap::new(),
             root_properties: HashMap::new(),

@@ -394,7 +394,7 @@ impl Instance {
             data.effective = effective;
             data.panicked = false;
         }
-        self.calls.inc();
+        store.data_mut().data.pending_calls += 1;
         let started = self.host.runtime.begin_call(store);
         self.busy_since.store(started, Ordering::Relaxed);
         Ok(())
@@ -447,6 +447,15 @@ impl Instance {
     fn after_call(self: &Arc<Self>, store: &mut GuestStore) {
         self.after_phase(store);
         self.track_memory(store);
+        self.count_calls(store);
+    }
+
+    /// Adds the calls made since the last time to `weft_plugin_calls_total`.
+    fn count_calls(&self, store: &mut GuestStore) {
+        let calls = std::mem::take(&mut store.data_mut().data.pending_calls);
+        if calls > 0 {
+            self.calls.inc_by(calls);
+        }
     }
 
     /// What every call leaves: a changed tick period starts (or stops) the ticker.
@@ -852,6 +861,8 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
+        let calls = std::mem::take(&mut self.store.get_mut().data_mut().data.pending_calls);
+        self.calls.inc_by(calls);
         self.tick_generation.fetch_add(1, Ordering::Relaxed);
         self.host.instances.with_label_values(&[&self.plugin]).dec();
         self.host
