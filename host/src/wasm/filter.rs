@@ -8,20 +8,16 @@
 //! instance then serves, so the first request after a swap pays nothing.
 //!
 //! The pool: a stream stays on the instance it started on (its context lives in that
-//! instance's memory). The pool grows to one instance per worker thread (by default), and a
-//! worker thread keeps to its own instance — the way Envoy runs one VM per worker, so a worker's
-//! streams find that instance's memory, store and stack warm in its core's caches instead of
-//! pulling them from another core's. When its own instance is stuck in a long call (a guest
-//! looping towards its deadline), a new stream takes the pooled instance with the fewest live
-//! streams, and the pool grows past its size (up to four times) rather than queue new streams
-//! behind the stuck one. A broken instance leaves the pool at once.
+//! instance's memory). A new stream takes the pooled instance with the fewest live streams, and
+//! a new instance is started when every instance is busy and the pool is below its size
+//! (one per worker thread by default) — the way Envoy runs one VM per worker, without tying an
+//! instance to a thread. An instance stuck in a long call (a guest looping towards its
+//! deadline) is passed over, and the pool grows past its size (up to four times) rather than
+//! queue new streams behind it. A broken instance leaves the pool at once.
 
 use std::{
     borrow::Cow,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use bytes::Bytes;
@@ -110,30 +106,20 @@ impl Filter {
                 stale: false,
             })?;
             pool.retain(|i| !i.is_broken());
-            let own = worker_slot() % self.pool_size;
-            let chosen = match pool.get(own) {
-                // This worker's own instance, unless a guest is stuck in a long call on it.
-                Some(mine) if !mine.is_stuck() => Some(mine.clone()),
-                // This worker has no instance yet: start it.
-                None if pool.len() < self.pool_size => None,
-                _ => {
-                    let best = pool
-                        .iter()
-                        .filter(|i| !i.is_stuck())
-                        .min_by_key(|i| i.live_streams());
-                    match best {
-                        Some(instance)
-                            if instance.live_streams() == 0 || pool.len() >= self.pool_size =>
-                        {
-                            Some(instance.clone())
-                        }
-                        // Every instance is busy: grow the pool; past its hard cap, share.
-                        _ if pool.len() >= self.pool_size * 4 => {
-                            pool.iter().min_by_key(|i| i.live_streams()).cloned()
-                        }
-                        _ => None,
-                    }
+            let best = pool
+                .iter()
+                .filter(|i| !i.is_stuck())
+                .min_by_key(|i| i.live_streams())
+                .cloned();
+            let chosen = match best {
+                Some(instance) if instance.live_streams() == 0 || pool.len() >= self.pool_size => {
+                    Some(instance)
                 }
+                // Every instance is busy: grow the pool; past its hard cap, share.
+                _ if pool.len() >= self.pool_size * 4 => {
+                    pool.iter().min_by_key(|i| i.live_streams()).cloned()
+                }
+                _ => None,
             };
             // Reserved under the lock, so concurrent streams spread over the pool instead of
             // piling onto the instance that looked idle to all of them.
@@ -169,14 +155,6 @@ impl Filter {
     pub fn fail_strategy(&self) -> FailStrategy {
         self.config.fail_strategy
     }
-}
-
-/// This thread's place in the filters' pools: threads are numbered as they first start a
-/// stream, so the proxy's worker threads each keep to an instance of their own.
-fn worker_slot() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local!(static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed));
-    SLOT.with(|slot| *slot)
 }
 
 /// How many instances a filter's pool grows to: one per worker thread.
