@@ -430,6 +430,12 @@ macro_rules! export_filter {
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_abi_version_0_2_1() {}
 
+            #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn _initialize() {
+                sdk::initialize()
+            }
+
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
                 sdk::on_memory_allocate(size)
