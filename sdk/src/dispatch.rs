@@ -13,6 +13,7 @@ use weft_abi::{Action, BufferType, LogLevel, StreamType};
 
 use crate::error::Result;
 use crate::ffi::host;
+use crate::idmap::IdMap;
 use crate::views::{CallResponse, Log, Request, Response};
 use crate::{Filter, host as hostfns};
 
@@ -29,20 +30,20 @@ struct Core {
     /// The stream context whose phase is running.
     current: u32,
     /// Root context of each stream context.
-    stream_root: HashMap<u32, u32>,
+    stream_root: IdMap<u32>,
     /// Which side each paused stream waits on.
-    paused: HashMap<u32, StreamType>,
+    paused: IdMap<StreamType>,
     /// Delayed streams per root: (deadline in host nanoseconds, stream context).
-    delays: HashMap<u32, Vec<(u64, u32)>>,
+    delays: IdMap<Vec<(u64, u32)>>,
     /// Callout token → the stream context that sent it.
-    callouts: HashMap<u32, u32>,
+    callouts: IdMap<u32>,
     /// Metric ids by name, then (type, id): defining is a host call, made once per name.
     metrics: HashMap<String, Vec<(u32, u32)>>,
 }
 
 struct Filters<F: Filter> {
-    configs: HashMap<u32, Rc<F::Config>>,
-    streams: HashMap<u32, F>,
+    configs: IdMap<Rc<F::Config>>,
+    streams: IdMap<F>,
 }
 
 thread_local! {
@@ -64,8 +65,8 @@ fn filters<F: Filter, R>(f: impl FnOnce(&mut Filters<F>) -> R) -> R {
         let mut instance = i.borrow_mut();
         let slot = instance.filters.get_or_insert_with(|| {
             Box::new(Filters::<F> {
-                configs: HashMap::new(),
-                streams: HashMap::new(),
+                configs: IdMap::default(),
+                streams: IdMap::default(),
             })
         });
         match slot.downcast_mut::<Filters<F>>() {
@@ -74,8 +75,8 @@ fn filters<F: Filter, R>(f: impl FnOnce(&mut Filters<F>) -> R) -> R {
                 // One module exports one filter type; a second type cannot happen through
                 // `export_filter!`, but a harness reused across types could do it.
                 *slot = Box::new(Filters::<F> {
-                    configs: HashMap::new(),
-                    streams: HashMap::new(),
+                    configs: IdMap::default(),
+                    streams: IdMap::default(),
                 });
                 match slot.downcast_mut::<Filters<F>>() {
                     Some(filters) => f(filters),

@@ -91,6 +91,7 @@ mod dispatch;
 mod error;
 mod ffi;
 mod host;
+mod idmap;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod views;
