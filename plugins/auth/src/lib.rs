@@ -77,6 +77,7 @@
 //! `auth_allowed_total` (requests let in after the checks), `auth_bypassed_total`, and
 //! `auth_denied_total{reason="…"}`.
 
+mod cache;
 mod config;
 mod jwt;
 mod keys;
@@ -85,6 +86,7 @@ mod reply;
 mod tests;
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -130,7 +132,7 @@ impl Filter for Auth {
         let auth = &self.config.resolved;
         if !auth.bypass.is_empty() && bypassed(&auth.bypass, &request.path()?) {
             forward(request, auth, &Identity::Anonymous)?;
-            count("auth_bypassed_total");
+            count(&auth.bypassed, "auth_bypassed_total");
             return Ok(Action::Continue);
         }
         if let Some(allowed) = &auth.principals {
@@ -147,7 +149,7 @@ impl Filter for Auth {
             Err(denial) => return denial.send(request, auth),
         };
         forward(request, auth, &identity)?;
-        count("auth_allowed_total");
+        count(&auth.allowed, "auth_allowed_total");
         Ok(Action::Continue)
     }
 }
@@ -253,7 +255,12 @@ fn plain_path(path: &str) -> bool {
     })
 }
 
-/// Adds one to counter `name`. A counter the host cannot update must not fail the request.
-fn count(name: &str) {
-    let _ = Counter::define(name).and_then(|c| c.increment(1));
+/// Adds one to counter `name`, defined once and kept in `cell`. A counter the host cannot
+/// update must not fail the request.
+fn count(cell: &Cell<Option<Counter>>, name: &str) {
+    let counter = match cell.get() {
+        Some(counter) => Ok(counter),
+        None => Counter::define(name).inspect(|c| cell.set(Some(*c))),
+    };
+    let _ = counter.and_then(|c| c.increment(1));
 }
