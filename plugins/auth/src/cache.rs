@@ -37,35 +37,43 @@ pub(crate) struct Entry {
     pub(crate) claims: Rc<[Option<Value>]>,
 }
 
-/// Verified tokens by their full text.
+/// Verified tokens, by a hash of their text; each entry keeps the full text it was stored
+/// for, and only a token equal to it finds the entry (a different token with the same hash
+/// is a miss, then replaces it).
 #[derive(Debug, Default)]
 pub(crate) struct TokenCache {
-    entries: RefCell<HashMap<Box<str>, Entry, BuildHasherDefault<TokenHasher>>>,
+    entries: RefCell<Entries>,
 }
+
+/// Token hash → (the token, its entry); the hasher passes the hashes through.
+type Entries = HashMap<u64, (Box<[u8]>, Entry), BuildHasherDefault<Prehashed>>;
 
 impl TokenCache {
     /// The entry of `token`, if it was verified before.
-    pub(crate) fn get(&self, token: &str) -> Option<Entry> {
-        self.entries.borrow().get(token).cloned()
+    pub(crate) fn get(&self, token: &[u8]) -> Option<Entry> {
+        let entries = self.entries.borrow();
+        let (stored, entry) = entries.get(&hash(token))?;
+        same(stored, token).then(|| entry.clone())
     }
 
     /// Remembers the verified `token`. When the cache is full, tokens expired at `expired_at`
     /// (now minus the clock skew) go first, then an arbitrary one.
-    pub(crate) fn insert(&self, token: &str, entry: Entry, expired_at: f64) {
+    pub(crate) fn insert(&self, token: &[u8], entry: Entry, expired_at: f64) {
         if token.len() > MAX_TOKEN_LEN {
             return;
         }
+        let key = hash(token);
         let mut entries = self.entries.borrow_mut();
-        if entries.len() >= CAPACITY && !entries.contains_key(token) {
-            entries.retain(|_, e| e.exp > expired_at);
+        if entries.len() >= CAPACITY && !entries.contains_key(&key) {
+            entries.retain(|_, (_, e)| e.exp > expired_at);
             if entries.len() >= CAPACITY {
-                let victim = entries.keys().next().cloned();
+                let victim = entries.keys().next().copied();
                 if let Some(victim) = victim {
                     entries.remove(&victim);
                 }
             }
         }
-        entries.insert(token.into(), entry);
+        entries.insert(key, (token.into(), entry));
     }
 
     /// How many tokens are cached.
@@ -75,34 +83,64 @@ impl TokenCache {
     }
 }
 
+/// Whether two tokens are the same bytes, compared eight at a time (a Wasm `memcmp` goes byte
+/// by byte, and a token is a few hundred bytes).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let words = |chunk: &[u8]| {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        u64::from_ne_bytes(word)
+    };
+    (&mut a8).zip(&mut b8).all(|(x, y)| words(x) == words(y))
+        && a8.remainder().iter().eq(b8.remainder().iter())
+}
+
 /// A fast hash of a token's bytes, eight at a time. Keys are compared in full on a match, and
 /// only tokens that verified are ever stored, so a client cannot fill the table with
 /// colliding keys.
-#[derive(Default)]
-struct TokenHasher(u64);
+fn hash(bytes: &[u8]) -> u64 {
+    let mix = |h: u64, word: u64| {
+        let h = (h ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 29)
+    };
+    let mut h = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        h = mix(h, u64::from_le_bytes(word));
+    }
+    let mut tail = [0; 8];
+    let rest = chunks.remainder();
+    tail[..rest.len()].copy_from_slice(rest);
+    // murmur3's finalizer, so every input bit reaches the bits hashbrown looks at.
+    let mut h = mix(h, u64::from_le_bytes(tail));
+    h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h = (h ^ (h >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
 
-impl Hasher for TokenHasher {
+/// The map's keys are hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
     fn finish(&self) -> u64 {
         self.0
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0; 8];
-            word.copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
+        for &byte in bytes {
+            self.0 = (self.0 << 8) | u64::from(byte);
         }
-        let mut tail = [0; 8];
-        let rest = chunks.remainder();
-        tail[..rest.len()].copy_from_slice(rest);
-        self.mix(u64::from_le_bytes(tail) ^ (bytes.len() as u64) << 56);
     }
-}
 
-impl TokenHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -121,11 +159,24 @@ mod tests {
     #[test]
     fn finds_tokens_by_their_full_text() {
         let cache = TokenCache::default();
-        cache.insert("a.b.c", entry(100.0), 0.0);
-        assert_eq!(cache.get("a.b.c").map(|e| e.exp), Some(100.0));
-        assert!(cache.get("a.b.d").is_none());
-        assert!(cache.get("a.b.").is_none());
-        assert!(cache.get("a.b.cc").is_none());
+        cache.insert(b"a.b.c", entry(100.0), 0.0);
+        assert_eq!(cache.get(b"a.b.c").map(|e| e.exp), Some(100.0));
+        assert!(cache.get(b"a.b.d").is_none());
+        assert!(cache.get(b"a.b.").is_none());
+        assert!(cache.get(b"a.b.cc").is_none());
+        assert!(cache.get(b"A.b.c").is_none());
+    }
+
+    #[test]
+    fn compares_whole_tokens_eight_bytes_at_a_time() {
+        let token = b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbm4ifQ.c2lnbmF0dXJl";
+        assert!(same(token, token));
+        for at in 0..token.len() {
+            let mut other = token.to_vec();
+            other[at] ^= 1;
+            assert!(!same(token, &other), "differs at {at}");
+        }
+        assert!(!same(token, &token[..token.len() - 1]));
     }
 
     #[test]
@@ -134,27 +185,31 @@ mod tests {
         for i in 0..CAPACITY {
             // Every other token expired at 50.
             let exp = if i % 2 == 0 { 10.0 } else { 1000.0 };
-            cache.insert(&format!("token-{i}"), entry(exp), 50.0);
+            cache.insert(format!("token-{i}").as_bytes(), entry(exp), 50.0);
         }
         assert_eq!(cache.len(), CAPACITY);
-        cache.insert("one-more", entry(1000.0), 50.0);
+        cache.insert(b"one-more", entry(1000.0), 50.0);
         assert_eq!(cache.len(), CAPACITY / 2 + 1);
-        assert!(cache.get("token-1").is_some() && cache.get("token-0").is_none());
+        assert!(cache.get(b"token-1").is_some() && cache.get(b"token-0").is_none());
 
         // With nothing expired, one arbitrary token makes room.
         for i in 0..CAPACITY * 3 {
-            cache.insert(&format!("more-{i}"), entry(1000.0), 50.0);
+            cache.insert(format!("more-{i}").as_bytes(), entry(1000.0), 50.0);
             assert!(cache.len() <= CAPACITY);
         }
-        assert!(cache.get(&format!("more-{}", CAPACITY * 3 - 1)).is_some());
+        assert!(
+            cache
+                .get(format!("more-{}", CAPACITY * 3 - 1).as_bytes())
+                .is_some()
+        );
     }
 
     #[test]
     fn long_tokens_are_not_cached() {
         let cache = TokenCache::default();
         let long = "x".repeat(MAX_TOKEN_LEN + 1);
-        cache.insert(&long, entry(100.0), 0.0);
-        assert!(cache.get(&long).is_none());
+        cache.insert(long.as_bytes(), entry(100.0), 0.0);
+        assert!(cache.get(long.as_bytes()).is_none());
         assert_eq!(cache.len(), 0);
     }
 }

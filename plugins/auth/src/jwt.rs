@@ -94,7 +94,7 @@ impl Jwt {
     /// answered from [`Jwt::cache`], its `exp` and `nbf` checked against `now` as a full
     /// verification checks them (see [`crate::cache`]).
     pub(crate) fn verify(&self, token: &str, now: f64) -> Result<Verified, Failure> {
-        if let Some(entry) = self.cache.get(token) {
+        if let Some(entry) = self.cache.get(token.as_bytes()) {
             self.check_time(Some(entry.exp), entry.nbf, now)?;
             return Ok(Verified {
                 claims: entry.claims,
@@ -107,7 +107,7 @@ impl Jwt {
                 nbf: verified.nbf,
                 claims: verified.claims.clone(),
             };
-            self.cache.insert(token, entry, now - self.skew);
+            self.cache.insert(token.as_bytes(), entry, now - self.skew);
         }
         Ok(Verified {
             claims: verified.claims,
