@@ -93,6 +93,17 @@ pub(super) fn memory_view<'c>(caller: &'c mut Ctx<'_>) -> Result<&'c [u8], Statu
     Ok(memory.data(&*caller))
 }
 
+/// Runs `f` on the caller's whole linear memory and its instance state at once, so a host
+/// function reads the guest's arguments in place instead of copying them out first.
+pub(super) fn with_memory<R>(
+    caller: &mut Ctx<'_>,
+    f: impl FnOnce(&[u8], &mut HostData) -> R,
+) -> Result<R, Status> {
+    let memory = memory(caller)?;
+    let (view, state) = memory.data_and_store_mut(&mut *caller);
+    Ok(f(view, &mut state.data))
+}
+
 /// The bytes at `ptr..ptr + len` of `view`, if they are inside it.
 pub(super) fn slice(view: &[u8], ptr: u32, len: u32) -> Result<&[u8], Status> {
     view.get(range(ptr, len)?)
