@@ -43,7 +43,8 @@ struct Core {
 
 struct Filters<F: Filter> {
     configs: IdMap<Rc<F::Config>>,
-    streams: IdMap<F>,
+    /// Each stream's filter; `None` while one of its phases runs (see [`with_filter`]).
+    streams: IdMap<Option<F>>,
 }
 
 thread_local! {
@@ -87,14 +88,21 @@ fn filters<F: Filter, R>(f: impl FnOnce(&mut Filters<F>) -> R) -> R {
     })
 }
 
-/// Runs `f` on the filter of stream `ctx` (taken out of the map for the call, so the filter may
-/// call back into the SDK). `None` for an unknown context.
+/// Runs `f` on the filter of stream `ctx` (taken out of its slot for the call, so the filter
+/// may call back into the SDK; the slot stays, so no entry is removed and inserted again).
+/// `None` for an unknown context.
 fn with_filter<F: Filter, R>(ctx: u32, f: impl FnOnce(&mut F) -> R) -> Option<R> {
-    let mut filter = filters::<F, _>(|fs| fs.streams.remove(&ctx))?;
+    let mut filter = filters::<F, _>(|fs| fs.streams.get_mut(&ctx).and_then(Option::take))?;
     let previous = core(|c| std::mem::replace(&mut c.current, ctx));
     let result = f(&mut filter);
     core(|c| c.current = previous);
-    filters::<F, _>(|fs| fs.streams.insert(ctx, filter));
+    filters::<F, _>(|fs| match fs.streams.get_mut(&ctx) {
+        Some(slot) => *slot = Some(filter),
+        // Deleted meanwhile (it cannot be, the host does not reenter): keep it, as before.
+        None => {
+            fs.streams.insert(ctx, Some(filter));
+        }
+    });
     Some(result)
 }
 
@@ -231,7 +239,7 @@ pub mod exports {
         core(|c| c.stream_root.insert(ctx, parent));
         filters::<F, _>(|fs| {
             if let Some(config) = fs.configs.get(&parent).cloned() {
-                fs.streams.insert(ctx, F::new(&config));
+                fs.streams.insert(ctx, Some(F::new(&config)));
             }
         });
     }
@@ -333,20 +341,26 @@ pub mod exports {
 
     /// `proxy_on_delete`.
     pub fn on_delete<F: Filter>(ctx: u32) {
-        filters::<F, _>(|fs| {
-            fs.streams.remove(&ctx);
-            fs.configs.remove(&ctx);
-        });
-        core(|c| {
-            c.paused.remove(&ctx);
-            if let Some(root) = c.stream_root.remove(&ctx)
-                && let Some(delays) = c.delays.get_mut(&root)
-            {
-                delays.retain(|(_, s)| *s != ctx);
+        // A stream context has a root; only a root context has a configuration and delays of
+        // its own. Paused streams and callouts are always stream contexts.
+        match core(|c| c.stream_root.remove(&ctx)) {
+            Some(root) => {
+                filters::<F, _>(|fs| fs.streams.remove(&ctx));
+                core(|c| {
+                    c.paused.remove(&ctx);
+                    if let Some(delays) = c.delays.get_mut(&root) {
+                        delays.retain(|(_, s)| *s != ctx);
+                    }
+                    if !c.callouts.is_empty() {
+                        c.callouts.retain(|_, s| *s != ctx);
+                    }
+                });
             }
-            c.callouts.retain(|_, s| *s != ctx);
-            c.delays.remove(&ctx);
-        });
+            None => {
+                filters::<F, _>(|fs| fs.configs.remove(&ctx));
+                core(|c| c.delays.remove(&ctx));
+            }
+        }
     }
 
     /// `proxy_on_tick`: delayed streams whose time has come go on, unless their filter's
