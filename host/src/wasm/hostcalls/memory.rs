@@ -184,12 +184,24 @@ pub(super) async fn copy_to_guest(
     let ptr = if size == 0 {
         0
     } else {
-        let ptr = allocate(caller, size).await?;
-        write(caller, ptr, bytes)?;
-        ptr
+        allocate(caller, size).await?
     };
-    write_u32(caller, ptr_ptr, ptr)?;
-    write_u32(caller, size_ptr, size)?;
+    // One view of the memory (as it is after the allocation, which may have grown it) for
+    // the three writes.
+    let memory = memory(caller)?;
+    let view = memory.data_mut(&mut *caller);
+    let mut put = |at: u32, data: &[u8]| -> Result<(), Status> {
+        let len = u32::try_from(data.len()).map_err(|_| Status::InvalidMemoryAccess)?;
+        view.get_mut(range(at, len)?)
+            .ok_or(Status::InvalidMemoryAccess)?
+            .copy_from_slice(data);
+        Ok(())
+    };
+    if size != 0 {
+        put(ptr, bytes)?;
+    }
+    put(ptr_ptr, &ptr.to_le_bytes())?;
+    put(size_ptr, &size.to_le_bytes())?;
     Ok(())
 }
 

@@ -84,11 +84,13 @@ pub(super) fn get_property(data: &mut HostData, path: &[u8]) -> Result<Vec<u8>, 
 /// `proxy_set_property`: stores `value` under the NUL-separated `path`, on the stream the
 /// effective context is on, or on the root context.
 pub(super) fn set_property(data: &mut HostData, path: &[u8], value: Bytes) -> Result<(), Status> {
-    let key = split_property_path(path)
-        .iter()
-        .map(|segment| String::from_utf8_lossy(segment))
-        .collect::<Vec<_>>()
-        .join(".");
+    let mut key = String::with_capacity(path.len());
+    for (i, segment) in split_property_path(path).iter().enumerate() {
+        if i > 0 {
+            key.push('.');
+        }
+        key.push_str(&String::from_utf8_lossy(segment));
+    }
     match data.current_stream() {
         Some(stream) => stream.properties.insert(key, value),
         None => data.root_properties.insert(key, value),
