@@ -4,7 +4,7 @@
 //! that call into here.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -27,8 +27,6 @@ pub(crate) struct Instance {
 
 #[derive(Default)]
 struct Core {
-    /// The stream context whose phase is running.
-    current: u32,
     /// Root context of each stream context.
     stream_root: IdMap<u32>,
     /// Which side each paused stream waits on.
@@ -49,6 +47,9 @@ struct Filters<F: Filter> {
 
 thread_local! {
     static INSTANCE: RefCell<Instance> = RefCell::new(Instance::default());
+    /// The stream context whose phase is running (0 between phases), apart from the
+    /// instance's maps so that setting it costs no borrow.
+    static CURRENT: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Swaps this thread's instance state with `other` (the test harness keeps one per harness).
@@ -93,9 +94,9 @@ fn filters<F: Filter, R>(f: impl FnOnce(&mut Filters<F>) -> R) -> R {
 /// `None` for an unknown context.
 fn with_filter<F: Filter, R>(ctx: u32, f: impl FnOnce(&mut F) -> R) -> Option<R> {
     let mut filter = filters::<F, _>(|fs| fs.streams.get_mut(&ctx).and_then(Option::take))?;
-    let previous = core(|c| std::mem::replace(&mut c.current, ctx));
+    let previous = CURRENT.replace(ctx);
     let result = f(&mut filter);
-    core(|c| c.current = previous);
+    CURRENT.set(previous);
     filters::<F, _>(|fs| match fs.streams.get_mut(&ctx) {
         Some(slot) => *slot = Some(filter),
         // Deleted meanwhile (it cannot be, the host does not reenter): keep it, as before.
@@ -133,11 +134,10 @@ pub(crate) fn metric_id(
 
 /// Records the callout `token` as sent by the running stream.
 pub(crate) fn callout_sent(token: u32) {
-    core(|c| {
-        if c.current != 0 {
-            c.callouts.insert(token, c.current);
-        }
-    });
+    let current = CURRENT.get();
+    if current != 0 {
+        core(|c| c.callouts.insert(token, current));
+    }
 }
 
 fn now_nanos() -> u64 {
