@@ -49,6 +49,9 @@
 //!      `audiences`, each only when configured. A token with `crit` header parameters is
 //!      refused. Finally each `requiredClaims` entry must equal the claim (or be an element
 //!      of an array claim), else 403 (`claim_mismatch`, RFC 6750 `insufficient_scope`).
+//!      A token that passed every check is remembered (at most 256 per configuration, as
+//!      Envoy's `jwt_authn` caches them): its next requests skip the signature and claims
+//!      parsing, but its `exp` and `nbf` are still checked against the clock each time.
 //!    - `apiKeys`: the `header` (default `x-api-key`) must carry one of the keys. Keys are
 //!      compared through their SHA-256, so lookup time says nothing about a key.
 //!
