@@ -4,7 +4,7 @@
 //! that call into here.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use weft_abi::{Action, BufferType, LogLevel, StreamType};
 
 use crate::error::Result;
 use crate::ffi::host;
+use crate::idmap::IdMap;
 use crate::views::{CallResponse, Log, Request, Response};
 use crate::{Filter, host as hostfns};
 
@@ -26,27 +27,29 @@ pub(crate) struct Instance {
 
 #[derive(Default)]
 struct Core {
-    /// The stream context whose phase is running.
-    current: u32,
     /// Root context of each stream context.
-    stream_root: HashMap<u32, u32>,
+    stream_root: IdMap<u32>,
     /// Which side each paused stream waits on.
-    paused: HashMap<u32, StreamType>,
+    paused: IdMap<StreamType>,
     /// Delayed streams per root: (deadline in host nanoseconds, stream context).
-    delays: HashMap<u32, Vec<(u64, u32)>>,
+    delays: IdMap<Vec<(u64, u32)>>,
     /// Callout token → the stream context that sent it.
-    callouts: HashMap<u32, u32>,
+    callouts: IdMap<u32>,
     /// Metric ids by name, then (type, id): defining is a host call, made once per name.
     metrics: HashMap<String, Vec<(u32, u32)>>,
 }
 
 struct Filters<F: Filter> {
-    configs: HashMap<u32, Rc<F::Config>>,
-    streams: HashMap<u32, F>,
+    configs: IdMap<Rc<F::Config>>,
+    /// Each stream's filter; `None` while one of its phases runs (see [`with_filter`]).
+    streams: IdMap<Option<F>>,
 }
 
 thread_local! {
     static INSTANCE: RefCell<Instance> = RefCell::new(Instance::default());
+    /// The stream context whose phase is running (0 between phases), apart from the
+    /// instance's maps so that setting it costs no borrow.
+    static CURRENT: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Swaps this thread's instance state with `other` (the test harness keeps one per harness).
@@ -64,8 +67,8 @@ fn filters<F: Filter, R>(f: impl FnOnce(&mut Filters<F>) -> R) -> R {
         let mut instance = i.borrow_mut();
         let slot = instance.filters.get_or_insert_with(|| {
             Box::new(Filters::<F> {
-                configs: HashMap::new(),
-                streams: HashMap::new(),
+                configs: IdMap::default(),
+                streams: IdMap::default(),
             })
         });
         match slot.downcast_mut::<Filters<F>>() {
@@ -74,8 +77,8 @@ fn filters<F: Filter, R>(f: impl FnOnce(&mut Filters<F>) -> R) -> R {
                 // One module exports one filter type; a second type cannot happen through
                 // `export_filter!`, but a harness reused across types could do it.
                 *slot = Box::new(Filters::<F> {
-                    configs: HashMap::new(),
-                    streams: HashMap::new(),
+                    configs: IdMap::default(),
+                    streams: IdMap::default(),
                 });
                 match slot.downcast_mut::<Filters<F>>() {
                     Some(filters) => f(filters),
@@ -86,14 +89,21 @@ fn filters<F: Filter, R>(f: impl FnOnce(&mut Filters<F>) -> R) -> R {
     })
 }
 
-/// Runs `f` on the filter of stream `ctx` (taken out of the map for the call, so the filter may
-/// call back into the SDK). `None` for an unknown context.
+/// Runs `f` on the filter of stream `ctx` (taken out of its slot for the call, so the filter
+/// may call back into the SDK; the slot stays, so no entry is removed and inserted again).
+/// `None` for an unknown context.
 fn with_filter<F: Filter, R>(ctx: u32, f: impl FnOnce(&mut F) -> R) -> Option<R> {
-    let mut filter = filters::<F, _>(|fs| fs.streams.remove(&ctx))?;
-    let previous = core(|c| std::mem::replace(&mut c.current, ctx));
+    let mut filter = filters::<F, _>(|fs| fs.streams.get_mut(&ctx).and_then(Option::take))?;
+    let previous = CURRENT.replace(ctx);
     let result = f(&mut filter);
-    core(|c| c.current = previous);
-    filters::<F, _>(|fs| fs.streams.insert(ctx, filter));
+    CURRENT.set(previous);
+    filters::<F, _>(|fs| match fs.streams.get_mut(&ctx) {
+        Some(slot) => *slot = Some(filter),
+        // Deleted meanwhile (it cannot be, the host does not reenter): keep it, as before.
+        None => {
+            fs.streams.insert(ctx, Some(filter));
+        }
+    });
     Some(result)
 }
 
@@ -124,11 +134,10 @@ pub(crate) fn metric_id(
 
 /// Records the callout `token` as sent by the running stream.
 pub(crate) fn callout_sent(token: u32) {
-    core(|c| {
-        if c.current != 0 {
-            c.callouts.insert(token, c.current);
-        }
-    });
+    let current = CURRENT.get();
+    if current != 0 {
+        core(|c| c.callouts.insert(token, current));
+    }
 }
 
 fn now_nanos() -> u64 {
@@ -230,7 +239,7 @@ pub mod exports {
         core(|c| c.stream_root.insert(ctx, parent));
         filters::<F, _>(|fs| {
             if let Some(config) = fs.configs.get(&parent).cloned() {
-                fs.streams.insert(ctx, F::new(&config));
+                fs.streams.insert(ctx, Some(F::new(&config)));
             }
         });
     }
@@ -332,20 +341,26 @@ pub mod exports {
 
     /// `proxy_on_delete`.
     pub fn on_delete<F: Filter>(ctx: u32) {
-        filters::<F, _>(|fs| {
-            fs.streams.remove(&ctx);
-            fs.configs.remove(&ctx);
-        });
-        core(|c| {
-            c.paused.remove(&ctx);
-            if let Some(root) = c.stream_root.remove(&ctx)
-                && let Some(delays) = c.delays.get_mut(&root)
-            {
-                delays.retain(|(_, s)| *s != ctx);
+        // A stream context has a root; only a root context has a configuration and delays of
+        // its own. Paused streams and callouts are always stream contexts.
+        match core(|c| c.stream_root.remove(&ctx)) {
+            Some(root) => {
+                filters::<F, _>(|fs| fs.streams.remove(&ctx));
+                core(|c| {
+                    c.paused.remove(&ctx);
+                    if let Some(delays) = c.delays.get_mut(&root) {
+                        delays.retain(|(_, s)| *s != ctx);
+                    }
+                    if !c.callouts.is_empty() {
+                        c.callouts.retain(|_, s| *s != ctx);
+                    }
+                });
             }
-            c.callouts.retain(|_, s| *s != ctx);
-            c.delays.remove(&ctx);
-        });
+            None => {
+                filters::<F, _>(|fs| fs.configs.remove(&ctx));
+                core(|c| c.delays.remove(&ctx));
+            }
+        }
     }
 
     /// `proxy_on_tick`: delayed streams whose time has come go on, unless their filter's
@@ -429,6 +444,12 @@ macro_rules! export_filter {
 
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+            #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+            #[unsafe(no_mangle)]
+            pub extern "C" fn _initialize() {
+                sdk::initialize()
+            }
 
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {

@@ -209,6 +209,29 @@ mod wasm {
         unsafe { Vec::from_raw_parts(data, size, size) }
     }
 
+    /// Runs `f` with `path` in the ABI's encoding (segments joined by NUL bytes), built on the
+    /// stack when it is short, as property paths are.
+    fn with_path<R>(path: &[&str], f: impl FnOnce(&[u8]) -> R) -> R {
+        let mut buffer = [0u8; 96];
+        let len = path
+            .iter()
+            .map(|s| s.len() + 1)
+            .sum::<usize>()
+            .saturating_sub(1);
+        let Some(out) = buffer.get_mut(..len) else {
+            return f(&join_property_path(path));
+        };
+        let mut at = 0;
+        for segment in path {
+            if at > 0 {
+                at += 1; // the NUL separator, already in the buffer
+            }
+            out[at..at + segment.len()].copy_from_slice(segment.as_bytes());
+            at += segment.len();
+        }
+        f(out)
+    }
+
     fn encode(pairs: &[(&str, &[u8])]) -> Vec<u8> {
         let pairs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
         encode_map(&pairs)
@@ -325,19 +348,21 @@ mod wasm {
         }
 
         fn get_property(&mut self, path: &[&str]) -> Result<Option<Vec<u8>>> {
-            let path = join_property_path(path);
             let (mut data, mut size) = (std::ptr::null_mut(), 0);
-            let status =
-                unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+            let status = with_path(path, |path| unsafe {
+                proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size)
+            });
             let value = take(data, size);
             crate::error::found(check("proxy_get_property", status).map(|()| value))
         }
 
         fn set_property(&mut self, path: &[&str], value: &[u8]) -> Result<()> {
-            let path = join_property_path(path);
-            check("proxy_set_property", unsafe {
-                proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len())
-            })
+            check(
+                "proxy_set_property",
+                with_path(path, |path| unsafe {
+                    proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len())
+                }),
+            )
         }
 
         fn continue_stream(&mut self, kind: StreamType) -> Result<()> {

@@ -19,7 +19,12 @@ pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>> {
 
 /// A property read as UTF-8 text (invalid bytes replaced).
 pub fn property_string(path: &[&str]) -> Result<Option<String>> {
-    Ok(property(path)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    Ok(property(path)?.map(text))
+}
+
+/// `bytes` as text, taken over without a copy when they are UTF-8 (invalid bytes replaced).
+pub(crate) fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// A property read as Envoy's 8-byte little-endian integer; `Ok(None)` when absent or not

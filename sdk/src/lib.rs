@@ -91,6 +91,7 @@ mod dispatch;
 mod error;
 mod ffi;
 mod host;
+mod idmap;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod views;
@@ -202,4 +203,20 @@ pub fn parse_config<F: Filter>(bytes: &[u8]) -> Result<F::Config, String> {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::dispatch::exports::*;
+
+    /// `_initialize`: runs the module's static constructors, once, when the host starts the
+    /// instance (WASI's reactor model; Envoy and weft call it before anything else).
+    ///
+    /// Exporting it matters for speed: a module whose code never calls `__wasm_call_ctors` is
+    /// linked as a WASI *command*, and `wasm-ld` then wraps every export in a call of the
+    /// constructors before and the destructors after — on every callback of every request.
+    #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+    pub fn initialize() {
+        unsafe extern "C" {
+            fn __wasm_call_ctors();
+        }
+        // SAFETY: the linker's constructor function; the host calls `_initialize` once, before
+        // any other export.
+        unsafe { __wasm_call_ctors() }
+    }
 }

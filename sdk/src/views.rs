@@ -8,16 +8,12 @@ use weft_abi::{Action, BufferType, MapType, decode_property_i64};
 
 use crate::error::Result;
 use crate::ffi::host;
-use crate::host::{property, property_string, set_property};
+use crate::host::{property, property_string, set_property, text};
 
 /// The property a filter sets to choose the upstream cluster (weft's routing).
 pub const UPSTREAM_CLUSTER: &[&str] = &["weft", "upstream_cluster"];
 /// The property with the verified mTLS identity (SPIFFE URI) of the downstream peer.
 pub const PEER_PRINCIPAL: &[&str] = &["weft", "peer_principal"];
-
-fn text(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
 
 fn get(map: MapType, name: &str) -> Result<Option<String>> {
     Ok(host(|h| h.get_map_value(map, name))?.map(text))

@@ -479,11 +479,24 @@ impl HostData {
     /// The stream the effective context acts on, if the effective context is the stream lent
     /// for this call.
     pub fn current_stream(&mut self) -> Option<&mut StreamData> {
-        if self.effective == self.stream_context && self.stream_context != 0 {
+        if self.on_stream() {
             self.stream.as_deref_mut()
         } else {
             None
         }
+    }
+
+    /// [`HostData::current_stream`], to read.
+    pub fn current_stream_ref(&self) -> Option<&StreamData> {
+        if self.on_stream() {
+            self.stream.as_deref()
+        } else {
+            None
+        }
+    }
+
+    fn on_stream(&self) -> bool {
+        self.effective == self.stream_context && self.stream_context != 0
     }
 
     /// The instance, if it is still alive.

@@ -91,12 +91,23 @@ impl<'a> Properties<'a> {
 
     /// The value at `path` (segments, as `proxy_get_property` splits them on NUL).
     pub fn get(&self, path: &[&[u8]]) -> Result<Vec<u8>, Status> {
-        let segments: Vec<&str> = path
-            .iter()
-            .map(|s| std::str::from_utf8(s))
-            .collect::<Result<_, _>>()
-            .map_err(|_| Status::NotFound)?;
-        let value = match segments.as_slice() {
+        // Paths are a few segments: read them on the stack.
+        let mut short = [""; 4];
+        let long: Vec<&str>;
+        let segments: &[&str] = if path.len() <= short.len() {
+            for (slot, segment) in short.iter_mut().zip(path) {
+                *slot = std::str::from_utf8(segment).map_err(|_| Status::NotFound)?;
+            }
+            &short[..path.len()]
+        } else {
+            long = path
+                .iter()
+                .map(|s| std::str::from_utf8(s))
+                .collect::<Result<_, _>>()
+                .map_err(|_| Status::NotFound)?;
+            &long
+        };
+        let value = match segments {
             ["request", field] => self.request_field(field),
             ["response", field] => self.response_field(field),
             ["source", field] => self.stream.and_then(|s| address(s.downstream.peer, field)),

@@ -2,12 +2,15 @@
 //! and its validation into the resolved model the request path uses ([`Resolved`]): keys
 //! parsed, API keys hashed, header names checked, the clock skew a number.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use weft_sdk::Counter;
 
+use crate::cache::TokenCache;
 use crate::keys::{self, Jwk, KeyConfig, VerifyKey};
 
 /// The header that carries the accepted API key's name upstream.
@@ -115,6 +118,10 @@ pub(crate) struct Resolved {
     pub(crate) api_keys: Option<ApiKeys>,
     pub(crate) principals: Option<HashSet<String>>,
     pub(crate) bypass: Vec<String>,
+    /// `auth_allowed_total`, once defined.
+    pub(crate) allowed: Cell<Option<Counter>>,
+    /// `auth_bypassed_total`, once defined.
+    pub(crate) bypassed: Cell<Option<Counter>>,
 }
 
 /// `jwt`, resolved.
@@ -128,6 +135,8 @@ pub(crate) struct Jwt {
     pub(crate) header: String,
     /// The clock skew in seconds.
     pub(crate) skew: f64,
+    /// Tokens verified under this configuration.
+    pub(crate) cache: TokenCache,
 }
 
 /// A claim `forwardClaims` or `requiredClaims` names.
@@ -260,6 +269,7 @@ impl Config {
             api_keys,
             principals,
             bypass,
+            ..Resolved::default()
         };
         Ok(())
     }
@@ -322,6 +332,7 @@ fn resolve_jwt(config: &JwtConfig) -> Result<Jwt, String> {
         claims,
         header,
         skew: skew.as_secs_f64(),
+        cache: TokenCache::default(),
     })
 }
 

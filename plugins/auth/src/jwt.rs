@@ -7,12 +7,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::rc::Rc;
 
 use base64::Engine;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use crate::cache::Entry;
 use crate::config::{Jwt, WantedClaim};
 use crate::keys::{Alg, BASE64URL};
 
@@ -84,12 +86,36 @@ impl Failure {
 /// What a verified token hands on: the value of each [`Jwt::claims`] entry, in order.
 #[derive(Debug)]
 pub(crate) struct Verified {
-    pub(crate) claims: Vec<Option<Value>>,
+    pub(crate) claims: Rc<[Option<Value>]>,
 }
 
 impl Jwt {
-    /// Verifies `token` at `now` (seconds since the Unix epoch).
+    /// Verifies `token` at `now` (seconds since the Unix epoch). A token verified before is
+    /// answered from [`Jwt::cache`], its `exp` and `nbf` checked against `now` as a full
+    /// verification checks them (see [`crate::cache`]).
     pub(crate) fn verify(&self, token: &str, now: f64) -> Result<Verified, Failure> {
+        if let Some(entry) = self.cache.get(token.as_bytes()) {
+            self.check_time(Some(entry.exp), entry.nbf, now)?;
+            return Ok(Verified {
+                claims: entry.claims,
+            });
+        }
+        let verified = self.verify_uncached(token, now)?;
+        if let Some(exp) = verified.exp {
+            let entry = Entry {
+                exp,
+                nbf: verified.nbf,
+                claims: verified.claims.clone(),
+            };
+            self.cache.insert(token.as_bytes(), entry, now - self.skew);
+        }
+        Ok(Verified {
+            claims: verified.claims,
+        })
+    }
+
+    /// Every check of `token`, nothing cached.
+    fn verify_uncached(&self, token: &str, now: f64) -> Result<Checked, Failure> {
         const SEGMENTS: Failure = Failure::Malformed("the token is not three base64url segments");
         let (signed, signature) = token.rsplit_once('.').ok_or(SEGMENTS)?;
         let (header, payload) = signed.split_once('.').ok_or(SEGMENTS)?;
@@ -166,14 +192,20 @@ impl Jwt {
         })
     }
 
-    fn check_claims(&self, claims: Claims, now: f64) -> Result<Verified, Failure> {
-        let exp = claims.exp.ok_or(Failure::MissingExp)?;
+    /// `exp` (required, not passed) and `nbf` (not ahead), within the clock skew.
+    fn check_time(&self, exp: Option<f64>, nbf: Option<f64>, now: f64) -> Result<(), Failure> {
+        let exp = exp.ok_or(Failure::MissingExp)?;
         if now >= exp + self.skew {
             return Err(Failure::Expired);
         }
-        if claims.nbf.is_some_and(|nbf| nbf > now + self.skew) {
+        if nbf.is_some_and(|nbf| nbf > now + self.skew) {
             return Err(Failure::NotYetValid);
         }
+        Ok(())
+    }
+
+    fn check_claims(&self, claims: Claims, now: f64) -> Result<Checked, Failure> {
+        self.check_time(claims.exp, claims.nbf, now)?;
         if self.issuer.is_some() && claims.iss != Check::Match {
             return Err(Failure::WrongIssuer);
         }
@@ -191,10 +223,19 @@ impl Jwt {
                 }
             }
         }
-        Ok(Verified {
-            claims: claims.values,
+        Ok(Checked {
+            exp: claims.exp,
+            nbf: claims.nbf,
+            claims: claims.values.into(),
         })
     }
+}
+
+/// A token that passed every check, with what its cache entry needs.
+struct Checked {
+    exp: Option<f64>,
+    nbf: Option<f64>,
+    claims: Rc<[Option<Value>]>,
 }
 
 /// A JSON string, borrowed from the input when it has no escapes.

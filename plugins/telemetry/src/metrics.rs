@@ -53,6 +53,29 @@ impl Series {
 #[derive(Debug, Default)]
 pub struct SeriesCache {
     series: RefCell<HashMap<String, Option<Series>>>,
+    /// The label values of the last sample and their series: most requests in a row share
+    /// them, and comparing them is cheaper than writing and hashing the label set.
+    last: RefCell<Option<Last>>,
+}
+
+/// The label values a sample was recorded with, and their series.
+#[derive(Debug)]
+struct Last {
+    status: Option<u16>,
+    method: &'static str,
+    cluster: Option<String>,
+    principal: Option<String>,
+    series: Option<Series>,
+}
+
+impl Last {
+    fn labels_of(&self, sample: &Sample<'_>) -> bool {
+        self.status == sample.status
+            // `method_label`'s names: the same pointer when equal, almost always.
+            && (std::ptr::eq(self.method, sample.method) || self.method == sample.method)
+            && self.cluster.as_deref() == sample.cluster
+            && self.principal.as_deref() == sample.principal
+    }
 }
 
 /// What one finished request contributes.
@@ -77,28 +100,25 @@ pub struct Sample<'a> {
 impl SeriesCache {
     /// Records `sample`. Metrics the host refuses (e.g. past its series cap) are skipped.
     pub fn record(&self, sample: &Sample<'_>) {
-        let mut buffer = itoa_buffer();
-        let code = match sample.status {
-            Some(status) => decimal(u64::from(status), &mut buffer),
-            None => "0",
-        };
-        let labels = metric_name(
-            "",
-            &[
-                ("response_code", code),
-                ("request_method", sample.method),
-                ("destination_cluster", sample.cluster.unwrap_or("unknown")),
-                ("source_principal", sample.principal.unwrap_or("unknown")),
-            ],
-        );
-        let cached = self.series.borrow().get(&labels).copied();
-        let series = match cached {
+        let last = self
+            .last
+            .borrow()
+            .as_ref()
+            .filter(|last| last.labels_of(sample))
+            .map(|last| last.series);
+        let series = match last {
             Some(series) => series,
             None => {
-                let series = Series::define(&labels);
-                let mut cache = self.series.borrow_mut();
-                if cache.len() < MAX_CACHED {
-                    cache.insert(labels, series);
+                let series = self.find(sample);
+                // A label set the host refused is asked for again next time, as before.
+                if series.is_some() {
+                    *self.last.borrow_mut() = Some(Last {
+                        status: sample.status,
+                        method: sample.method,
+                        cluster: sample.cluster.map(str::to_owned),
+                        principal: sample.principal.map(str::to_owned),
+                        series,
+                    });
                 }
                 series
             }
@@ -117,6 +137,36 @@ impl SeriesCache {
         }
         if let Some(bytes) = sample.response_bytes {
             let _ = series.response_bytes.record(bytes);
+        }
+    }
+
+    /// The series of `sample`'s label set, defined the first time.
+    fn find(&self, sample: &Sample<'_>) -> Option<Series> {
+        let mut buffer = itoa_buffer();
+        let code = match sample.status {
+            Some(status) => decimal(u64::from(status), &mut buffer),
+            None => "0",
+        };
+        let labels = metric_name(
+            "",
+            &[
+                ("response_code", code),
+                ("request_method", sample.method),
+                ("destination_cluster", sample.cluster.unwrap_or("unknown")),
+                ("source_principal", sample.principal.unwrap_or("unknown")),
+            ],
+        );
+        let cached = self.series.borrow().get(&labels).copied();
+        match cached {
+            Some(series) => series,
+            None => {
+                let series = Series::define(&labels);
+                let mut cache = self.series.borrow_mut();
+                if cache.len() < MAX_CACHED {
+                    cache.insert(labels, series);
+                }
+                series
+            }
         }
     }
 }

@@ -19,12 +19,15 @@
 //! - An invalid name or value, or a malformed encoded map, is `BadArgument`. A map grown past
 //!   [`MAX_MAP_BYTES`] of names and values traps: a guest may not exhaust host memory.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, uri::PathAndQuery};
 use weft_abi::{HOST_MODULE, MapLimits, MapType, Status, decode_map_limited, encode_map};
 
 use super::memory::{
-    Ctx, Fault, HostLinker, HostResult, copy_to_guest, finish, read, state, write_u32,
+    Ctx, Fault, HostLinker, HostResult, copy_to_guest, finish, read, slice, state, with_memory,
+    write_u32,
 };
 use crate::wasm::context::{HostData, ResponseHead, StreamData};
 
@@ -89,9 +92,11 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
                   value_size: u32| {
                 finish((|| -> HostResult {
                     let map = map_type(map)?;
-                    let key = read(&mut caller, key, key_size)?;
-                    let value = read(&mut caller, value, value_size)?;
-                    write_value(state(&mut caller), map, &key, op, &value)
+                    with_memory(&mut caller, |view, data| {
+                        let key = slice(view, key, key_size)?;
+                        let value = slice(view, value, value_size)?;
+                        write_value(data, map, key, op, value)
+                    })?
                 })())
             },
         )?;
@@ -102,8 +107,9 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
         |mut caller: Ctx<'_>, map: u32, key: u32, key_size: u32| {
             finish((|| -> HostResult {
                 let map = map_type(map)?;
-                let key = read(&mut caller, key, key_size)?;
-                write_value(state(&mut caller), map, &key, Op::Remove, &[])
+                with_memory(&mut caller, |view, data| {
+                    write_value(data, map, slice(view, key, key_size)?, Op::Remove, &[])
+                })?
             })())
         },
     )?;
@@ -128,8 +134,9 @@ async fn get_value_abi(
     size_ptr: u32,
 ) -> HostResult {
     let map = map_type(map)?;
-    let key = read(caller, key, key_size)?;
-    let value = get_value(state(caller), map, &key)?;
+    let value = with_memory(caller, |view, data| {
+        get_value(data, map, slice(view, key, key_size)?)
+    })??;
     copy_to_guest(caller, &value, ptr_ptr, size_ptr).await
 }
 
@@ -207,18 +214,61 @@ impl View<'_> {
     }
 }
 
+impl View<'_> {
+    /// Calls `f` with each value of the lowercase `key`, in the order [`View::pairs`] has
+    /// them, looking the key up instead of going through every pair.
+    fn each_value(&self, key: &[u8], mut f: impl FnMut(&[u8])) {
+        let fields = match self {
+            View::Request(stream) => {
+                match key {
+                    b":authority" => f(stream.authority.as_bytes()),
+                    b":path" => f(&stream.path),
+                    b":method" => f(stream.method.as_str().as_bytes()),
+                    b":scheme" => f(stream.scheme.as_bytes()),
+                    _ => {}
+                }
+                &stream.request_headers
+            }
+            View::Response(response) => {
+                if key == b":status" {
+                    f(response.status.as_str().as_bytes());
+                }
+                &response.headers
+            }
+            View::Fields(map) => map,
+            View::Pairs(pairs) => {
+                for (name, value) in pairs.iter() {
+                    if name.eq_ignore_ascii_case(key) {
+                        f(value);
+                    }
+                }
+                return;
+            }
+            View::Empty => return,
+        };
+        // A key that is no header name (a pseudo-header, invalid bytes) names no field.
+        if let Ok(name) = std::str::from_utf8(key) {
+            for value in fields.get_all(name) {
+                f(value.as_bytes());
+            }
+        }
+    }
+}
+
 fn fields(map: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
     map.iter()
         .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
 }
 
 /// The key as maps store it: lowercase, and `host` as `:authority` among request headers.
-fn canonical(key: &[u8], request_headers: bool) -> Vec<u8> {
-    let key = key.to_ascii_lowercase();
-    if request_headers && key == b"host" {
-        b":authority".to_vec()
+/// Borrowed when it is that already, as keys mostly are.
+fn canonical(key: &[u8], request_headers: bool) -> Cow<'_, [u8]> {
+    if request_headers && key.eq_ignore_ascii_case(b"host") {
+        Cow::Borrowed(b":authority")
+    } else if key.iter().any(u8::is_ascii_uppercase) {
+        Cow::Owned(key.to_ascii_lowercase())
     } else {
-        key
+        Cow::Borrowed(key)
     }
 }
 
@@ -254,16 +304,15 @@ pub(super) fn size(data: &mut HostData, map: MapType) -> Result<u32, Status> {
 pub(super) fn get_value(data: &mut HostData, map: MapType, key: &[u8]) -> Result<Vec<u8>, Status> {
     let view = view(data, map)?;
     let key = canonical(key, matches!(view, View::Request(_)));
-    let values: Vec<&[u8]> = view
-        .pairs()
-        .into_iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case(&key))
-        .map(|(_, value)| value)
-        .collect();
-    if values.is_empty() {
-        return Err(Status::NotFound);
-    }
-    Ok(values.join(&b","[..]))
+    let mut joined: Option<Vec<u8>> = None;
+    view.each_value(&key, |value| match &mut joined {
+        None => joined = Some(value.to_vec()),
+        Some(joined) => {
+            joined.push(b',');
+            joined.extend_from_slice(value);
+        }
+    });
+    joined.ok_or(Status::NotFound)
 }
 
 /// A change to one key.
@@ -332,7 +381,7 @@ pub(super) fn write_value(
                 pseudo.store(stream);
                 Ok(())
             }
-            Target::Response(response) if key == b":status" => {
+            Target::Response(response) if *key == *b":status" => {
                 response.status = status_code(value)?;
                 Ok(())
             }
@@ -407,7 +456,7 @@ pub(super) fn set_pairs(data: &mut HostData, map: MapType, encoded: &[u8]) -> Ho
         Target::Response(response) => {
             let mut status = response.status;
             for (key, value) in &pseudo {
-                if key.as_slice() != b":status" {
+                if **key != *b":status" {
                     return Err(Status::BadArgument.into());
                 }
                 status = status_code(value)?;

@@ -93,6 +93,17 @@ pub(super) fn memory_view<'c>(caller: &'c mut Ctx<'_>) -> Result<&'c [u8], Statu
     Ok(memory.data(&*caller))
 }
 
+/// Runs `f` on the caller's whole linear memory and its instance state at once, so a host
+/// function reads the guest's arguments in place instead of copying them out first.
+pub(super) fn with_memory<R>(
+    caller: &mut Ctx<'_>,
+    f: impl FnOnce(&[u8], &mut HostData) -> R,
+) -> Result<R, Status> {
+    let memory = memory(caller)?;
+    let (view, state) = memory.data_and_store_mut(&mut *caller);
+    Ok(f(view, &mut state.data))
+}
+
 /// The bytes at `ptr..ptr + len` of `view`, if they are inside it.
 pub(super) fn slice(view: &[u8], ptr: u32, len: u32) -> Result<&[u8], Status> {
     view.get(range(ptr, len)?)
@@ -173,12 +184,24 @@ pub(super) async fn copy_to_guest(
     let ptr = if size == 0 {
         0
     } else {
-        let ptr = allocate(caller, size).await?;
-        write(caller, ptr, bytes)?;
-        ptr
+        allocate(caller, size).await?
     };
-    write_u32(caller, ptr_ptr, ptr)?;
-    write_u32(caller, size_ptr, size)?;
+    // One view of the memory (as it is after the allocation, which may have grown it) for
+    // the three writes.
+    let memory = memory(caller)?;
+    let view = memory.data_mut(&mut *caller);
+    let mut put = |at: u32, data: &[u8]| -> Result<(), Status> {
+        let len = u32::try_from(data.len()).map_err(|_| Status::InvalidMemoryAccess)?;
+        view.get_mut(range(at, len)?)
+            .ok_or(Status::InvalidMemoryAccess)?
+            .copy_from_slice(data);
+        Ok(())
+    };
+    if size != 0 {
+        put(ptr, bytes)?;
+    }
+    put(ptr_ptr, &ptr.to_le_bytes())?;
+    put(size_ptr, &size.to_le_bytes())?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use weft_abi::{HOST_MODULE, Status, split_property_path};
 
-use super::memory::{Ctx, HostLinker, HostResult, copy_to_guest, finish, read, state};
+use super::memory::{Ctx, HostLinker, HostResult, copy_to_guest, finish, slice, with_memory};
 use crate::wasm::{context::HostData, properties::Properties};
 
 /// Defines `proxy_get_property` and `proxy_set_property`.
@@ -29,11 +29,14 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
         HOST_MODULE,
         "proxy_set_property",
         |mut caller: Ctx<'_>, path: u32, path_size: u32, value: u32, value_size: u32| {
-            finish((|| {
-                let path = read(&mut caller, path, path_size)?;
-                let value = read(&mut caller, value, value_size)?;
-                set_property(state(&mut caller), &path, Bytes::from(value))
-            })())
+            finish(
+                with_memory(&mut caller, |view, data| {
+                    let path = slice(view, path, path_size)?;
+                    let value = Bytes::copy_from_slice(slice(view, value, value_size)?);
+                    set_property(data, path, value)
+                })
+                .and_then(|result| result),
+            )
         },
     )?;
     Ok(())
@@ -46,29 +49,48 @@ async fn get_property_abi(
     ptr_ptr: u32,
     size_ptr: u32,
 ) -> HostResult {
-    let path = read(caller, path, path_size)?;
-    let value = get_property(state(caller), &path)?;
+    let value = with_memory(caller, |view, data| {
+        get_property(data, slice(view, path, path_size)?)
+    })??;
     copy_to_guest(caller, &value, ptr_ptr, size_ptr).await
 }
 
 /// `proxy_get_property`: the value at the NUL-separated `path`.
 pub(super) fn get_property(data: &mut HostData, path: &[u8]) -> Result<Vec<u8>, Status> {
-    let segments = split_property_path(path);
-    let plugin = data.plugin.clone();
-    match data.current_stream() {
-        Some(stream) => Properties::for_stream(stream, &plugin).get(&segments),
-        None => Properties::for_root(&plugin, &data.root_properties).get(&segments),
+    // Paths are a few segments: split them on the stack.
+    let mut short: [&[u8]; 4] = [&[]; 4];
+    let trimmed = path.strip_suffix(&[0]).unwrap_or(path);
+    let count = if trimmed.is_empty() {
+        0
+    } else {
+        trimmed.iter().filter(|&&b| b == 0).count() + 1
+    };
+    let long;
+    let segments: &[&[u8]] = if count <= short.len() {
+        for (slot, segment) in short.iter_mut().zip(trimmed.split(|&b| b == 0)) {
+            *slot = segment;
+        }
+        &short[..count]
+    } else {
+        long = split_property_path(path);
+        &long
+    };
+    match data.current_stream_ref() {
+        Some(stream) => Properties::for_stream(stream, &data.plugin).get(segments),
+        None => Properties::for_root(&data.plugin, &data.root_properties).get(segments),
     }
 }
 
 /// `proxy_set_property`: stores `value` under the NUL-separated `path`, on the stream the
 /// effective context is on, or on the root context.
 pub(super) fn set_property(data: &mut HostData, path: &[u8], value: Bytes) -> Result<(), Status> {
-    let key = split_property_path(path)
-        .iter()
-        .map(|segment| String::from_utf8_lossy(segment))
-        .collect::<Vec<_>>()
-        .join(".");
+    let mut key = String::with_capacity(path.len());
+    for (i, segment) in split_property_path(path).iter().enumerate() {
+        if i > 0 {
+            key.push('.');
+        }
+        key.push_str(&String::from_utf8_lossy(segment));
+    }
     match data.current_stream() {
         Some(stream) => stream.properties.insert(key, value),
         None => data.root_properties.insert(key, value),

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use weft_abi::{HOST_MODULE, Status};
 
 use super::memory::{
-    Ctx, HostLinker, HostResult, copy_to_guest, finish, read, read_string, state, write_u32,
+    Ctx, HostLinker, HostResult, copy_to_guest, finish, read, read_string, slice, state,
+    with_memory, write_u32,
 };
 use crate::wasm::{
     context::{HostData, RootEvent},
@@ -39,14 +40,16 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
         HOST_MODULE,
         "proxy_set_shared_data",
         |mut caller: Ctx<'_>, key: u32, key_size: u32, value: u32, value_size: u32, cas: u32| {
-            finish((|| {
-                let key = read(&mut caller, key, key_size)?;
-                let value = read(&mut caller, value, value_size)?;
-                let data = state(&mut caller);
-                data.host
-                    .shared_data
-                    .set(&data.plugin.vm_id, &key, Bytes::from(value), cas)
-            })())
+            finish(
+                with_memory(&mut caller, |view, data| {
+                    let key = slice(view, key, key_size)?;
+                    let value = Bytes::copy_from_slice(slice(view, value, value_size)?);
+                    data.host
+                        .shared_data
+                        .set(&data.plugin.vm_id, key, value, cas)
+                })
+                .and_then(|result| result),
+            )
         },
     )?;
     linker.func_wrap(
@@ -112,9 +115,10 @@ async fn get_shared_data(
     size_ptr: u32,
     cas_ptr: u32,
 ) -> HostResult {
-    let key = read(caller, key, key_size)?;
-    let data = state(caller);
-    let (value, cas) = data.host.shared_data.get(&data.plugin.vm_id, &key)?;
+    let (value, cas) = with_memory(caller, |view, data| {
+        let key = slice(view, key, key_size)?;
+        data.host.shared_data.get(&data.plugin.vm_id, key)
+    })??;
     copy_to_guest(caller, &value, ptr_ptr, size_ptr).await?;
     write_u32(caller, cas_ptr, cas)?;
     Ok(())

@@ -515,3 +515,45 @@ fn padded_segments_are_tolerated() {
     assert!(signature.ends_with('='));
     assert_passed(&harness.request(with_token(&format!("{input}.{signature}"))));
 }
+
+#[test]
+fn a_token_verified_before_is_still_checked_against_the_clock() {
+    let harness = harness(&jwt_config(hs_jwt()));
+    let token = hs256(&claims_with(json!({"exp": now() + 10, "nbf": now() - 5})));
+    for _ in 0..3 {
+        // The first request verifies it in full, the next ones find it cached: same answer.
+        let exchange = harness.request(with_token(&token));
+        assert_passed(&exchange);
+        assert_eq!(exchange.request_header("x-user").as_deref(), Some("ann"));
+    }
+    assert_eq!(harness.counter("auth_allowed_total"), Some(3));
+
+    // Past exp (and the skew) the cached token is refused as a full check refuses it.
+    harness.advance(Duration::from_secs(75));
+    let exchange = harness.request(with_token(&token));
+    assert_refused(&exchange, 401, "expired");
+    assert_eq!(exchange.request_header("x-user"), None);
+
+    // A token differing from a cached one only in its signature is checked in full.
+    let fresh = hs256(&claims());
+    assert_passed(&harness.request(with_token(&fresh)));
+    let (signed, _) = fresh.rsplit_once('.').expect("three parts");
+    let forged = format!("{signed}.{}", b64(&[0; 32]));
+    assert_refused(&harness.request(with_token(&forged)), 401, "bad_signature");
+    assert_passed(&harness.request(with_token(&fresh)));
+}
+
+#[test]
+fn a_cached_token_not_yet_valid_waits_for_its_nbf() {
+    let mut jwt = hs_jwt();
+    jwt["clockSkew"] = json!("0s");
+    let harness = harness(&jwt_config(jwt));
+    let token = hs256(&claims_with(json!({"nbf": now() + 30})));
+    assert_refused(&harness.request(with_token(&token)), 401, "not_yet_valid");
+    harness.advance(Duration::from_secs(31));
+    assert_passed(&harness.request(with_token(&token)));
+    // Cached now: still accepted, and the clock still counts.
+    assert_passed(&harness.request(with_token(&token)));
+    harness.advance(Duration::from_secs(300));
+    assert_refused(&harness.request(with_token(&token)), 401, "expired");
+}
