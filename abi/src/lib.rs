@@ -67,7 +67,7 @@ pub use property::{
     PropertyError, decode_property_bool, decode_property_f64, decode_property_i64,
     decode_property_u64, encode_property_bool, encode_property_duration, encode_property_f64,
     encode_property_i64, encode_property_list, encode_property_timestamp, encode_property_u64,
-    join_property_path, split_property_path,
+    join_property_path, property_segments, split_property_path, write_property_path,
 };
 pub use status::{Action, GRPC_STATUS_NONE, GrpcStatus, LogLevel, Status};
 pub use types::{BufferType, MapType, MetricType, PeerType, StreamType};

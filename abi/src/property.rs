@@ -45,25 +45,52 @@ pub enum PropertyError {
 /// One trailing NUL is ignored (`request\0path\0` is `[request, path]`); empty segments in
 /// the middle are kept; an empty path has no segments.
 pub fn split_property_path(path: &[u8]) -> Vec<&[u8]> {
+    property_segments(path).collect()
+}
+
+/// The segments of a property path, as [`split_property_path`] has them, without collecting
+/// them.
+pub fn property_segments(path: &[u8]) -> impl Iterator<Item = &[u8]> {
     let path = path.strip_suffix(&[0]).unwrap_or(path);
-    if path.is_empty() {
-        return Vec::new();
-    }
-    path.split(|&byte| byte == 0).collect()
+    // An empty path has no segments (a plain split would give one empty segment).
+    (!path.is_empty())
+        .then(|| path.split(|&byte| byte == 0))
+        .into_iter()
+        .flatten()
 }
 
 /// Joins segments into a property path, as the Rust SDK writes it: NUL between segments, none
 /// at the end.
 pub fn join_property_path(segments: &[&str]) -> Vec<u8> {
-    let len = segments.iter().map(|s| s.len() + 1).sum::<usize>();
-    let mut path = Vec::with_capacity(len.saturating_sub(1));
+    let mut path = vec![0; property_path_len(segments)];
+    let written = write_property_path(segments, &mut path);
+    debug_assert_eq!(written, Some(path.len()));
+    path
+}
+
+/// Writes the path [`join_property_path`] builds into the start of `out` (a buffer on the
+/// stack, say) and returns its length; `None` when it does not fit.
+pub fn write_property_path(segments: &[&str], out: &mut [u8]) -> Option<usize> {
+    let out = out.get_mut(..property_path_len(segments))?;
+    let mut at = 0;
     for (i, segment) in segments.iter().enumerate() {
         if i > 0 {
-            path.push(0);
+            out[at] = 0;
+            at += 1;
         }
-        path.extend_from_slice(segment.as_bytes());
+        out[at..at + segment.len()].copy_from_slice(segment.as_bytes());
+        at += segment.len();
     }
-    path
+    Some(at)
+}
+
+/// The length of the path of `segments`: theirs, and a NUL between each two.
+fn property_path_len(segments: &[&str]) -> usize {
+    segments
+        .iter()
+        .map(|s| s.len() + 1)
+        .sum::<usize>()
+        .saturating_sub(1)
 }
 
 /// Encodes a signed integer property (e.g. `response.code`, `source.port`).

@@ -85,7 +85,7 @@ mod wasm {
 
     use weft_abi::{
         BufferType, LogLevel, MapType, MetricType, StreamType, decode_map, encode_map,
-        join_property_path,
+        join_property_path, write_property_path,
     };
 
     use super::{HostCalls, Pairs};
@@ -213,23 +213,10 @@ mod wasm {
     /// stack when it is short, as property paths are.
     fn with_path<R>(path: &[&str], f: impl FnOnce(&[u8]) -> R) -> R {
         let mut buffer = [0u8; 96];
-        let len = path
-            .iter()
-            .map(|s| s.len() + 1)
-            .sum::<usize>()
-            .saturating_sub(1);
-        let Some(out) = buffer.get_mut(..len) else {
-            return f(&join_property_path(path));
-        };
-        let mut at = 0;
-        for segment in path {
-            if at > 0 {
-                at += 1; // the NUL separator, already in the buffer
-            }
-            out[at..at + segment.len()].copy_from_slice(segment.as_bytes());
-            at += segment.len();
+        match write_property_path(path, &mut buffer) {
+            Some(len) => f(&buffer[..len]),
+            None => f(&join_property_path(path)),
         }
-        f(out)
     }
 
     fn encode(pairs: &[(&str, &[u8])]) -> Vec<u8> {

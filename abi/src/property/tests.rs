@@ -139,6 +139,25 @@ fn paths_join_with_nul_and_no_trailing_nul() {
 }
 
 #[test]
+fn paths_are_written_into_a_buffer_when_they_fit() {
+    // A buffer with stale bytes: the separators are written, not assumed.
+    let mut buffer = [0xaa; 12];
+    assert_eq!(
+        write_property_path(&["request", "path"], &mut buffer),
+        Some(12)
+    );
+    assert_eq!(&buffer, b"request\0path");
+    assert_eq!(write_property_path(&["a", "", "b"], &mut buffer), Some(4));
+    assert_eq!(&buffer[..4], b"a\0\0b");
+    assert_eq!(write_property_path(&[], &mut buffer), Some(0));
+    // One byte short: nothing is claimed written.
+    assert_eq!(
+        write_property_path(&["request", "path"], &mut [0; 11]),
+        None
+    );
+}
+
+#[test]
 fn paths_round_trip() {
     for segments in [
         vec!["source", "address"],

@@ -124,11 +124,13 @@ pub(super) fn read(caller: &mut Ctx<'_>, ptr: u32, len: u32) -> Result<Vec<u8>, 
 /// Copies `bytes` into guest memory at `ptr`.
 pub(super) fn write(caller: &mut Ctx<'_>, ptr: u32, bytes: &[u8]) -> Result<(), Status> {
     let memory = memory(caller)?;
+    put(memory.data_mut(&mut *caller), ptr, bytes)
+}
+
+/// Copies `bytes` into `view` at `ptr`, if they fit inside it.
+fn put(view: &mut [u8], ptr: u32, bytes: &[u8]) -> Result<(), Status> {
     let len = u32::try_from(bytes.len()).map_err(|_| Status::InvalidMemoryAccess)?;
-    let range = range(ptr, len)?;
-    memory
-        .data_mut(&mut *caller)
-        .get_mut(range)
+    view.get_mut(range(ptr, len)?)
         .ok_or(Status::InvalidMemoryAccess)?
         .copy_from_slice(bytes);
     Ok(())
@@ -190,18 +192,11 @@ pub(super) async fn copy_to_guest(
     // the three writes.
     let memory = memory(caller)?;
     let view = memory.data_mut(&mut *caller);
-    let mut put = |at: u32, data: &[u8]| -> Result<(), Status> {
-        let len = u32::try_from(data.len()).map_err(|_| Status::InvalidMemoryAccess)?;
-        view.get_mut(range(at, len)?)
-            .ok_or(Status::InvalidMemoryAccess)?
-            .copy_from_slice(data);
-        Ok(())
-    };
     if size != 0 {
-        put(ptr, bytes)?;
+        put(view, ptr, bytes)?;
     }
-    put(ptr_ptr, &ptr.to_le_bytes())?;
-    put(size_ptr, &size.to_le_bytes())?;
+    put(view, ptr_ptr, &ptr.to_le_bytes())?;
+    put(view, size_ptr, &size.to_le_bytes())?;
     Ok(())
 }
 

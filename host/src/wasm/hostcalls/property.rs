@@ -9,7 +9,7 @@
 //! a stream, which the Rust SDK turns into a panic, so weft keeps root-context values instead.
 
 use bytes::Bytes;
-use weft_abi::{HOST_MODULE, Status, split_property_path};
+use weft_abi::{HOST_MODULE, Status, property_segments, split_property_path};
 
 use super::memory::{Ctx, HostLinker, HostResult, copy_to_guest, finish, slice, with_memory};
 use crate::wasm::{context::HostData, properties::Properties};
@@ -59,17 +59,14 @@ async fn get_property_abi(
 pub(super) fn get_property(data: &mut HostData, path: &[u8]) -> Result<Vec<u8>, Status> {
     // Paths are a few segments: split them on the stack.
     let mut short: [&[u8]; 4] = [&[]; 4];
-    let trimmed = path.strip_suffix(&[0]).unwrap_or(path);
-    let count = if trimmed.is_empty() {
-        0
-    } else {
-        trimmed.iter().filter(|&&b| b == 0).count() + 1
-    };
+    let mut rest = property_segments(path);
+    let mut count = 0;
+    for (slot, segment) in short.iter_mut().zip(rest.by_ref()) {
+        *slot = segment;
+        count += 1;
+    }
     let long;
-    let segments: &[&[u8]] = if count <= short.len() {
-        for (slot, segment) in short.iter_mut().zip(trimmed.split(|&b| b == 0)) {
-            *slot = segment;
-        }
+    let segments: &[&[u8]] = if count < short.len() || rest.next().is_none() {
         &short[..count]
     } else {
         long = split_property_path(path);
