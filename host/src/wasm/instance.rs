@@ -704,11 +704,11 @@ impl Instance {
                 }
             }
             StreamCall::HttpCallResponse { token, response } => self
-                .deliver_http_call(store, token, response)
+                .deliver_http_call(store, token, *response)
                 .await
                 .map(|()| 0),
             StreamCall::Grpc { token, event } => {
-                self.deliver_grpc(store, token, event).await.map(|()| 0)
+                self.deliver_grpc(store, token, *event).await.map(|()| 0)
             }
             // Planned; never dispatched.
             StreamCall::Headers { .. }
@@ -722,12 +722,11 @@ impl Instance {
         &self,
         store: &mut GuestStore,
         token: u32,
-        response: Box<super::callout::CalloutResponse>,
+        response: super::callout::CalloutResponse,
     ) -> Result<(), Failure> {
         let Some(f) = self.exports.on_http_call_response.clone() else {
             return Ok(());
         };
-        let response = *response;
         let headers = response.headers.len() as u32;
         let body = response.body.len() as u32;
         let trailers = response.trailers.len() as u32;
@@ -748,11 +747,11 @@ impl Instance {
         &self,
         store: &mut GuestStore,
         token: u32,
-        event: Box<GrpcEvent>,
+        event: GrpcEvent,
     ) -> Result<(), Failure> {
         let root = self.root_id;
         let e = &self.exports;
-        let (func, count, delivery) = match *event {
+        let (func, count, delivery) = match event {
             GrpcEvent::InitialMetadata(headers) => (
                 e.on_grpc_receive_initial_metadata.as_ref(),
                 headers.len() as u32,
@@ -819,12 +818,9 @@ impl Instance {
                 None => Ok(()),
             },
             RootEvent::HttpCall { token, response } => {
-                self.deliver_http_call(&mut store, token, Box::new(response))
-                    .await
+                self.deliver_http_call(&mut store, token, response).await
             }
-            RootEvent::Grpc { token, event } => {
-                self.deliver_grpc(&mut store, token, Box::new(event)).await
-            }
+            RootEvent::Grpc { token, event } => self.deliver_grpc(&mut store, token, event).await,
         };
         if let Err(failure) = result {
             tracing::debug!(plugin = %self.plugin, %failure, "root context callback failed");
