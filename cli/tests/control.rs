@@ -11,8 +11,6 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use weft_control::{
     client,
     proto::{DiscoveryRequest, StatusRequest},
@@ -159,18 +157,7 @@ fn simulated_proxy(
     let token = running.token.clone();
     tokio::spawn(async move {
         let mut clients = client::connect(&url, &token).await.expect("connects");
-        let (requests, outbound) = mpsc::channel(4);
-        let hello = DiscoveryRequest {
-            node: node.into(),
-            ..Default::default()
-        };
-        requests.send(hello).await.expect("first request");
-        let mut snapshots = clients
-            .discovery
-            .subscribe(ReceiverStream::new(outbound))
-            .await
-            .expect("subscribes")
-            .into_inner();
+        let (requests, mut snapshots) = clients.subscribe(node, 0).await.expect("subscribes");
         let mut running_version = 0;
         while let Ok(Some(snapshot)) = snapshots.message().await {
             let refuse = nack.load(Ordering::SeqCst);

@@ -25,8 +25,6 @@ use std::{
 };
 
 use sha2::{Digest as _, Sha256};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use weft_host::{
     app::{App, AppOptions},
     config::ConfigError,
@@ -167,20 +165,7 @@ impl Agent {
     /// ends. Sets `received` once a snapshot arrived.
     async fn session(&mut self, received: &mut bool) -> anyhow::Result<()> {
         let mut clients = client::connect(&self.options.control, &self.options.token).await?;
-        let (requests, outbound) = mpsc::channel(4);
-        requests
-            .send(DiscoveryRequest {
-                node: self.options.node.clone(),
-                version_info: self.version,
-                response_nonce: String::new(),
-                error_detail: String::new(),
-            })
-            .await?;
-        let mut snapshots = clients
-            .discovery
-            .subscribe(ReceiverStream::new(outbound))
-            .await?
-            .into_inner();
+        let (requests, mut snapshots) = clients.subscribe(&self.options.node, self.version).await?;
         tracing::info!(control = %self.options.control, node = %self.options.node, "subscribed");
         while let Some(snapshot) = snapshots.message().await? {
             *received = true;

@@ -19,8 +19,11 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
 use crate::proto::{
-    discovery_client::DiscoveryClient, registry_client::RegistryClient,
+    DiscoveryRequest, Snapshot, discovery_client::DiscoveryClient, registry_client::RegistryClient,
     resources_client::ResourcesClient,
 };
 
@@ -69,6 +72,31 @@ impl Clients {
             discovery: DiscoveryClient::with_interceptor(channel, token)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         }
+    }
+
+    /// Opens `Discovery.Subscribe` as `node`, which runs resource `version` (0: none yet):
+    /// the sender for the ACKs and NACKs to come, and the snapshots the control plane pushes.
+    pub async fn subscribe(
+        &mut self,
+        node: &str,
+        version: u64,
+    ) -> Result<(mpsc::Sender<DiscoveryRequest>, tonic::Streaming<Snapshot>), Status> {
+        let (requests, outbound) = mpsc::channel(4);
+        requests
+            .send(DiscoveryRequest {
+                node: node.to_owned(),
+                version_info: version,
+                response_nonce: String::new(),
+                error_detail: String::new(),
+            })
+            .await
+            .map_err(|_| Status::internal("the subscription's request queue closed"))?;
+        let snapshots = self
+            .discovery
+            .subscribe(ReceiverStream::new(outbound))
+            .await?
+            .into_inner();
+        Ok((requests, snapshots))
     }
 }
 

@@ -7,7 +7,6 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     sync::mpsc,
 };
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
 use weft_control::{
     client::{self, Clients},
@@ -333,19 +332,7 @@ struct Proxy {
 
 impl Proxy {
     async fn subscribe(clients: &mut Clients, node: &str) -> Result<Self, Status> {
-        let (requests, receiver) = mpsc::channel(8);
-        requests
-            .send(DiscoveryRequest {
-                node: node.to_owned(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|_| Status::internal("request channel closed"))?;
-        let snapshots = clients
-            .discovery
-            .subscribe(ReceiverStream::new(receiver))
-            .await?
-            .into_inner();
+        let (requests, snapshots) = clients.subscribe(node, 0).await?;
         Ok(Self {
             requests,
             snapshots,

@@ -11,10 +11,9 @@ use std::{
 
 use anyhow::Context as _;
 use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    sync::{OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
 };
-use tokio_stream::wrappers::ReceiverStream;
 use weft_control::{
     client::{self, Clients},
     proto::{DiscoveryRequest, StatusReply, StatusRequest},
@@ -129,21 +128,7 @@ async fn follow(
     first_bytes: &AtomicUsize,
 ) -> anyhow::Result<()> {
     let mut clients = client::connect(url, token).await?;
-    let (requests, outbound) = mpsc::channel(4);
-    requests
-        .send(DiscoveryRequest {
-            node: sim.node.clone(),
-            version_info: 0,
-            response_nonce: String::new(),
-            error_detail: String::new(),
-        })
-        .await?;
-    let mut snapshots = clients
-        .discovery
-        .subscribe(ReceiverStream::new(outbound))
-        .await
-        .context("subscribe")?
-        .into_inner();
+    let (requests, mut snapshots) = clients.subscribe(&sim.node, 0).await.context("subscribe")?;
     let mut permit = Some(permit);
     while let Some(snapshot) = snapshots.message().await.context("discovery stream")? {
         let at = Instant::now();
