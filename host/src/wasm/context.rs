@@ -340,6 +340,25 @@ pub struct Exports {
     pub on_grpc_close: Option<TypedFunc<(u32, u32, u32), ()>>,
 }
 
+impl Exports {
+    /// The stream callbacks in the order the trampolines import them (see
+    /// [`super::host::WasmHost::trampolines`]), if the guest exports every one.
+    pub fn stream_callbacks(&self) -> Option<[wasmtime::Extern; 10]> {
+        Some([
+            (*self.on_context_create.as_ref()?.func()).into(),
+            (*self.on_request_headers.as_ref()?.func()).into(),
+            (*self.on_request_body.as_ref()?.func()).into(),
+            (*self.on_request_trailers.as_ref()?.func()).into(),
+            (*self.on_response_headers.as_ref()?.func()).into(),
+            (*self.on_response_body.as_ref()?.func()).into(),
+            (*self.on_response_trailers.as_ref()?.func()).into(),
+            (*self.on_done.as_ref()?.func()).into(),
+            (*self.on_log.as_ref()?.func()).into(),
+            (*self.on_delete.as_ref()?.func()).into(),
+        ])
+    }
+}
+
 /// Where a stream context of this instance sends its events, and the chain slot it has.
 #[derive(Clone)]
 pub struct StreamHandle {

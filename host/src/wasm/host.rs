@@ -68,9 +68,8 @@ pub struct WasmHost {
     pub memory: IntGaugeVec,
     /// The clusters of the serving configuration, for callouts.
     pub clusters: ArcSwap<BTreeMap<Arc<str>, Arc<Cluster>>>,
-    /// A tiny module instantiated next to each guest that exports the stream callbacks it
-    /// imports: `start` creates a stream context and runs its request-headers callback, `finish`
-    /// runs done, log and delete — two trips into Wasm where there would be five.
+    /// The [`TRAMPOLINES`] module, instantiated next to each guest that exports every stream
+    /// callback.
     pub trampolines: wasmtime::Module,
     /// The host functions, linked once for every module.
     pub linker: wasmtime::Linker<super::runtime::GuestState<super::context::HostData>>,
@@ -158,24 +157,78 @@ impl WasmHost {
     }
 }
 
-/// `start(context, root, headers, end_of_stream) -> action`: `proxy_on_context_create` then
-/// `proxy_on_request_headers`. `finish(context)`: `proxy_on_done`, `proxy_on_log`,
-/// `proxy_on_delete`, in that order (the done flag is ignored: weft never defers a delete).
+/// What the trampolines' `stream` export runs, by its first argument (see [`TRAMPOLINES`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum StreamOp {
+    /// `(context, root, headers, end_of_stream)`: `proxy_on_context_create`, then
+    /// `proxy_on_request_headers`; its action.
+    Start = 0,
+    /// `(context, headers, end_of_stream)`: `proxy_on_request_headers`.
+    RequestHeaders = 1,
+    /// `(context, size, end_of_stream)`: `proxy_on_request_body`.
+    RequestBody = 2,
+    /// `(context, trailers)`: `proxy_on_request_trailers`.
+    RequestTrailers = 3,
+    /// `(context, headers, end_of_stream)`: `proxy_on_response_headers`.
+    ResponseHeaders = 4,
+    /// `(context, size, end_of_stream)`: `proxy_on_response_body`.
+    ResponseBody = 5,
+    /// `(context, trailers)`: `proxy_on_response_trailers`.
+    ResponseTrailers = 6,
+    /// `(context)`: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete` (the done flag is
+    /// ignored: weft never defers a delete); 0.
+    Finish = 7,
+    /// `(context)`: `proxy_on_delete`; 0.
+    Delete = 8,
+}
+
+/// A tiny module instantiated next to each guest that imports its stream callbacks and exports
+/// one function for all of them: `stream(op, context, a, b, c) -> i32` runs the
+/// [`StreamOp`] `op` with the arguments it takes. Every call a stream makes then has the same
+/// signature — one copy of the host's call path is hot, not one per signature — and context
+/// creation with request headers, or done, log and delete, are one trip into Wasm each.
 const TRAMPOLINES: &str = r#"
 (module
   (import "guest" "proxy_on_context_create" (func $create (param i32 i32)))
-  (import "guest" "proxy_on_request_headers" (func $headers (param i32 i32 i32) (result i32)))
+  (import "guest" "proxy_on_request_headers" (func $request_headers (param i32 i32 i32) (result i32)))
+  (import "guest" "proxy_on_request_body" (func $request_body (param i32 i32 i32) (result i32)))
+  (import "guest" "proxy_on_request_trailers" (func $request_trailers (param i32 i32) (result i32)))
+  (import "guest" "proxy_on_response_headers" (func $response_headers (param i32 i32 i32) (result i32)))
+  (import "guest" "proxy_on_response_body" (func $response_body (param i32 i32 i32) (result i32)))
+  (import "guest" "proxy_on_response_trailers" (func $response_trailers (param i32 i32) (result i32)))
   (import "guest" "proxy_on_done" (func $done (param i32) (result i32)))
   (import "guest" "proxy_on_log" (func $log (param i32)))
   (import "guest" "proxy_on_delete" (func $delete (param i32)))
-  (func (export "start") (param $context i32) (param $root i32) (param $count i32) (param $end i32)
-    (result i32)
-    (call $create (local.get $context) (local.get $root))
-    (call $headers (local.get $context) (local.get $count) (local.get $end)))
-  (func (export "finish") (param $context i32)
-    (drop (call $done (local.get $context)))
-    (call $log (local.get $context))
-    (call $delete (local.get $context))))
+  (func (export "stream") (param $op i32) (param $context i32) (param $a i32) (param $b i32)
+    (param $c i32) (result i32)
+    (block $delete
+    (block $finish
+    (block $response_trailers
+    (block $response_body
+    (block $response_headers
+    (block $request_trailers
+    (block $request_body
+    (block $request_headers
+    (block $start
+      (block $invalid
+        (br_table $start $request_headers $request_body $request_trailers $response_headers
+          $response_body $response_trailers $finish $delete $invalid (local.get $op)))
+      (unreachable))
+      (call $create (local.get $context) (local.get $a))
+      (return (call $request_headers (local.get $context) (local.get $b) (local.get $c))))
+      (return (call $request_headers (local.get $context) (local.get $a) (local.get $b))))
+      (return (call $request_body (local.get $context) (local.get $a) (local.get $b))))
+      (return (call $request_trailers (local.get $context) (local.get $a))))
+      (return (call $response_headers (local.get $context) (local.get $a) (local.get $b))))
+      (return (call $response_body (local.get $context) (local.get $a) (local.get $b))))
+      (return (call $response_trailers (local.get $context) (local.get $a))))
+      (drop (call $done (local.get $context)))
+      (call $log (local.get $context))
+      (call $delete (local.get $context))
+      (return (i32.const 0)))
+    (call $delete (local.get $context))
+    (i32.const 0)))
 "#;
 
 /// The most verbose level `tracing` will record for plugin logs.

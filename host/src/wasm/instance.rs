@@ -22,7 +22,7 @@ use weft_abi::GuestExport;
 
 use super::{
     context::{Delivery, Exports, GrpcEvent, HostData, RootEvent, Side, StreamData, StreamHandle},
-    host::{FailureReason, WasmHost},
+    host::{FailureReason, StreamOp, WasmHost},
     properties::PluginIdentity,
     runtime::{GuestLimits, GuestState, WasmError, WasmRuntime},
 };
@@ -122,22 +122,16 @@ pub enum StreamCall {
     },
 }
 
-/// The guest function a [`StreamCall`] comes down to (see [`Instance::plan`]).
+/// The arguments of the trampolines' `stream` export: op, context and the op's three.
+type StreamArgs = (u32, u32, u32, u32, u32);
+
+/// What a [`StreamCall`] comes down to (see [`Instance::plan`]).
 enum Plan<'e> {
-    /// Nothing to call (the guest lacks the callback): this value.
-    Done(u32),
-    /// The `start` trampoline: context creation and request headers.
-    Start(
-        &'e TypedFunc<(u32, u32, u32, u32), u32>,
-        (u32, u32, u32, u32),
-    ),
-    /// A headers or body callback.
-    Phase(&'e TypedFunc<(u32, u32, u32), u32>, (u32, u32, u32)),
-    /// A trailers callback.
-    Trailers(&'e TypedFunc<(u32, u32), u32>, (u32, u32)),
-    /// The `finish` trampoline or `proxy_on_delete`, on the stream's context.
-    End(&'e TypedFunc<u32, ()>),
-    /// Several guest calls, or a callout's answer: [`Instance::dispatch`].
+    /// The trampolines' `stream` export with these arguments: every call a stream makes on a
+    /// guest that exports every stream callback.
+    Stream(&'e TypedFunc<StreamArgs, u32>, StreamArgs),
+    /// Callout answers, and every call on a guest without the trampolines:
+    /// [`Instance::dispatch`].
     Other(StreamCall),
 }
 
@@ -163,10 +157,9 @@ pub struct Instance {
     trampolines: Option<Trampolines>,
 }
 
-/// `start` and `finish` (see [`WasmHost::trampolines`]).
+/// The trampolines' export (see [`WasmHost::trampolines`]).
 struct Trampolines {
-    start: TypedFunc<(u32, u32, u32, u32), u32>,
-    finish: TypedFunc<u32, ()>,
+    stream: TypedFunc<StreamArgs, u32>,
 }
 
 /// Export lookup helper: an optional typed export.
@@ -212,33 +205,17 @@ impl Instance {
             .map_err(|e| start_failure(format!("cannot instantiate: {e:#}")))?;
         let exports = resolve_exports(&instance, &mut store).map_err(start_failure)?;
         store.data_mut().data.exports = Some(exports.clone());
-        let trampolines = match (
-            &exports.on_context_create,
-            &exports.on_request_headers,
-            &exports.on_done,
-            &exports.on_log,
-            &exports.on_delete,
-        ) {
-            (Some(create), Some(headers), Some(done), Some(log), Some(delete)) => {
-                let imports = [
-                    (*create.func()).into(),
-                    (*headers.func()).into(),
-                    (*done.func()).into(),
-                    (*log.func()).into(),
-                    (*delete.func()).into(),
-                ];
+        let trampolines = match exports.stream_callbacks() {
+            Some(imports) => {
                 let module = wasmtime::Instance::new_async(&mut store, &host.trampolines, &imports)
                     .await
                     .map_err(|e| start_failure(format!("cannot link the trampolines: {e:#}")))?;
-                let start = module
-                    .get_typed_func(&mut store, "start")
-                    .map_err(|e| start_failure(format!("trampoline `start`: {e:#}")))?;
-                let finish = module
-                    .get_typed_func(&mut store, "finish")
-                    .map_err(|e| start_failure(format!("trampoline `finish`: {e:#}")))?;
-                Some(Trampolines { start, finish })
+                let stream = module
+                    .get_typed_func(&mut store, "stream")
+                    .map_err(|e| start_failure(format!("trampoline `stream`: {e:#}")))?;
+                Some(Trampolines { stream })
             }
-            _ => None,
+            None => None,
         };
         let root_id = 1;
         let live = Arc::new(Instance {
@@ -515,14 +492,7 @@ impl Instance {
             StreamCall::Headers { .. } | StreamCall::Body { .. } | StreamCall::Trailers { .. }
         );
         let result = match self.plan(&mut store, context, slot, call) {
-            Plan::Done(value) => Ok(value),
-            Plan::Start(f, params) => self.invoke(&mut store, f, params, context).await,
-            Plan::Phase(f, params) => self.invoke(&mut store, f, params, context).await,
-            Plan::Trailers(f, params) => self.invoke(&mut store, f, params, context).await,
-            Plan::End(f) => self
-                .invoke(&mut store, f, context, context)
-                .await
-                .map(|()| 0),
+            Plan::Stream(f, args) => self.invoke(&mut store, f, args, context).await,
             // Boxed: the rare calls keep the future of the common ones small.
             Plan::Other(call) => Box::pin(self.dispatch(&mut store, context, call)).await,
         };
@@ -572,8 +542,9 @@ impl Instance {
         }
     }
 
-    /// What `call` comes down to: for the calls every stream makes, the one guest function to
-    /// run (found without awaiting anything); the rest go through [`dispatch`](Self::dispatch).
+    /// What `call` comes down to: for the calls every stream makes on a guest with the
+    /// trampolines, the arguments of their one export (found without awaiting anything); the
+    /// rest go through [`dispatch`](Self::dispatch).
     fn plan<'e>(
         &'e self,
         store: &mut GuestStore,
@@ -581,87 +552,70 @@ impl Instance {
         slot: usize,
         call: StreamCall,
     ) -> Plan<'e> {
-        let e = &self.exports;
         let flag = |b: bool| u32::from(b);
-        match call {
+        match &call {
             StreamCall::Create { .. } | StreamCall::Start { .. } => {
                 let data = &mut store.data_mut().data;
                 if let Some(events) = data.stream.as_ref().map(|s| s.events.clone()) {
                     data.streams.insert(context, StreamHandle { events, slot });
                 }
-                match (&call, &self.trampolines) {
-                    (
-                        StreamCall::Start {
-                            headers,
-                            end_of_stream,
-                            ..
-                        },
-                        Some(t),
-                    ) => Plan::Start(
-                        &t.start,
-                        (context, self.root_id, *headers, flag(*end_of_stream)),
-                    ),
-                    _ => Plan::Other(call),
-                }
             }
+            StreamCall::Delete | StreamCall::Finish => {
+                store.data_mut().data.streams.remove(&context);
+                self.live.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        let Some(t) = &self.trampolines else {
+            return Plan::Other(call);
+        };
+        let (op, a, b, c) = match call {
+            StreamCall::Start {
+                headers,
+                end_of_stream,
+                ..
+            } => (StreamOp::Start, self.root_id, headers, flag(end_of_stream)),
             StreamCall::Headers {
                 side,
                 headers,
                 end_of_stream,
             } => {
-                let func = match side {
-                    Side::Request => e.on_request_headers.as_ref(),
-                    Side::Response => e.on_response_headers.as_ref(),
+                let op = match side {
+                    Side::Request => StreamOp::RequestHeaders,
+                    Side::Response => StreamOp::ResponseHeaders,
                 };
-                match func {
-                    Some(f) => Plan::Phase(f, (context, headers, flag(end_of_stream))),
-                    None => Plan::Done(0),
-                }
+                (op, headers, flag(end_of_stream), 0)
             }
             StreamCall::Body {
                 side,
                 size,
                 end_of_stream,
             } => {
-                let func = match side {
-                    Side::Request => e.on_request_body.as_ref(),
-                    Side::Response => e.on_response_body.as_ref(),
+                let op = match side {
+                    Side::Request => StreamOp::RequestBody,
+                    Side::Response => StreamOp::ResponseBody,
                 };
-                match func {
-                    Some(f) => Plan::Phase(f, (context, size, flag(end_of_stream))),
-                    None => Plan::Done(0),
-                }
+                (op, size, flag(end_of_stream), 0)
             }
             StreamCall::Trailers { side, trailers } => {
-                let func = match side {
-                    Side::Request => e.on_request_trailers.as_ref(),
-                    Side::Response => e.on_response_trailers.as_ref(),
+                let op = match side {
+                    Side::Request => StreamOp::RequestTrailers,
+                    Side::Response => StreamOp::ResponseTrailers,
                 };
-                match func {
-                    Some(f) => Plan::Trailers(f, (context, trailers)),
-                    None => Plan::Done(0),
-                }
+                (op, trailers, 0, 0)
             }
-            StreamCall::Delete | StreamCall::Finish => {
-                store.data_mut().data.streams.remove(&context);
-                self.live.fetch_sub(1, Ordering::Relaxed);
-                let func = match (&call, &self.trampolines) {
-                    (StreamCall::Finish, Some(t)) => Some(&t.finish),
-                    (StreamCall::Finish, None) => return Plan::Other(call),
-                    _ => e.on_delete.as_ref(),
-                };
-                match func {
-                    Some(f) => Plan::End(f),
-                    None => Plan::Done(0),
-                }
-            }
-            StreamCall::HttpCallResponse { .. } | StreamCall::Grpc { .. } => Plan::Other(call),
-        }
+            StreamCall::Finish => (StreamOp::Finish, 0, 0, 0),
+            StreamCall::Delete => (StreamOp::Delete, 0, 0, 0),
+            StreamCall::Create { .. }
+            | StreamCall::HttpCallResponse { .. }
+            | StreamCall::Grpc { .. } => return Plan::Other(call),
+        };
+        Plan::Stream(&t.stream, (op as u32, context, a, b, c))
     }
 
-    /// The calls [`plan`](Self::plan) leaves: context creation and the end of a stream for
-    /// guests without every callback the trampolines need (one guest call after another), and
-    /// callout answers.
+    /// The calls [`plan`](Self::plan) leaves: context creation alone, callout answers, and
+    /// every stream call on a guest without every callback the trampolines need (one guest call
+    /// after another; a callback the guest lacks is `Continue`).
     async fn dispatch(
         self: &Arc<Self>,
         store: &mut GuestStore,
@@ -710,11 +664,50 @@ impl Instance {
             StreamCall::Grpc { token, event } => {
                 self.deliver_grpc(store, token, *event).await.map(|()| 0)
             }
-            // Planned; never dispatched.
-            StreamCall::Headers { .. }
-            | StreamCall::Body { .. }
-            | StreamCall::Trailers { .. }
-            | StreamCall::Delete => Ok(0),
+            StreamCall::Headers {
+                side,
+                headers,
+                end_of_stream,
+            } => {
+                let func = match side {
+                    Side::Request => &e.on_request_headers,
+                    Side::Response => &e.on_response_headers,
+                };
+                let params = (context, headers, u32::from(end_of_stream));
+                match func {
+                    Some(f) => self.invoke(store, f, params, context).await,
+                    None => Ok(0),
+                }
+            }
+            StreamCall::Body {
+                side,
+                size,
+                end_of_stream,
+            } => {
+                let func = match side {
+                    Side::Request => &e.on_request_body,
+                    Side::Response => &e.on_response_body,
+                };
+                let params = (context, size, u32::from(end_of_stream));
+                match func {
+                    Some(f) => self.invoke(store, f, params, context).await,
+                    None => Ok(0),
+                }
+            }
+            StreamCall::Trailers { side, trailers } => {
+                let func = match side {
+                    Side::Request => &e.on_request_trailers,
+                    Side::Response => &e.on_response_trailers,
+                };
+                match func {
+                    Some(f) => self.invoke(store, f, (context, trailers), context).await,
+                    None => Ok(0),
+                }
+            }
+            StreamCall::Delete => match &e.on_delete {
+                Some(f) => self.invoke(store, f, context, context).await.map(|()| 0),
+                None => Ok(0),
+            },
         }
     }
 

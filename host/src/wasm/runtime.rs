@@ -38,7 +38,7 @@ use std::{
         Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sha2::{Digest, Sha256};
@@ -382,12 +382,25 @@ fn spawn_ticker(runtime: Weak<WasmRuntime>) {
     let spawned = std::thread::Builder::new()
         .name("weft-wasm-epoch".into())
         .spawn(move || {
+            // Ticks follow the clock, not the sleeps: on a loaded machine a sleep overruns, and
+            // counting wake-ups would stretch every deadline by as much (a 4 s deadline took
+            // 6.6 s with the cores saturated). A late wake-up counts every tick it missed.
+            let epoch = Instant::now();
+            let tick_ns = tick.as_nanos().max(1);
             while let Some(runtime) = runtime.upgrade() {
+                let elapsed =
+                    u64::try_from(epoch.elapsed().as_nanos() / tick_ns).unwrap_or(u64::MAX);
                 // The tick first: a guest interrupted by this epoch sees its tick.
-                runtime.ticks.fetch_add(1, Ordering::Relaxed);
+                runtime
+                    .ticks
+                    .fetch_max(elapsed.saturating_add(1), Ordering::Relaxed);
                 runtime.engine.increment_epoch();
                 drop(runtime);
-                std::thread::sleep(tick);
+                let next = u32::try_from(elapsed.saturating_add(1))
+                    .ok()
+                    .and_then(|n| tick.checked_mul(n))
+                    .unwrap_or(Duration::MAX);
+                std::thread::sleep(next.saturating_sub(epoch.elapsed()));
             }
         });
     if let Err(e) = spawned {
