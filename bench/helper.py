@@ -470,10 +470,97 @@ def report_instructions(results_path, meta_path, out_path):
         f.write("\n")
     print(f"results: {out_path}")
 
+
+def callgrind_instructions(path):
+    """Ir per (function, instruction address) of a `callgrind --dump-instr=yes` profile,
+    exclusive: the inclusive cost lines of calls are skipped."""
+    names, costs = {}, {}
+    fn, addr, in_call = None, 0, False
+
+    def name(value):
+        m = re.match(r"\((\d+)\)(?: (.*))?", value)
+        if not m:
+            return value
+        if m.group(2):
+            names[m.group(1)] = m.group(2)
+        return names.get(m.group(1), "?")
+
+    for line in open(path):
+        if line.startswith("fn="):
+            fn = name(line[3:].strip())
+        elif line.startswith("cfn="):
+            name(line[4:].strip())
+        elif line.startswith("calls="):
+            in_call = True
+        elif line[:1] in "0123456789+-*":
+            parts = line.split()
+            a = parts[0]
+            if a.startswith("0x"):
+                addr = int(a, 16)
+            elif a[0] == "+":
+                addr += int(a[1:])
+            elif a[0] == "-":
+                addr -= int(a[1:])
+            if in_call:
+                in_call = False
+                continue
+            if len(parts) >= 3:
+                key = (fn, addr)
+                costs[key] = costs.get(key, 0) + int(parts[-1])
+    return costs
+
+
+def footprint(hot_share, out_path, *profiles):
+    """bench/footprint.sh: hot 64-byte code lines per request, and where each config's extra
+    lines over the first one come from."""
+    hot_share = float(hot_share)
+    runs = []
+    for name, path, requests in zip(profiles[0::3], profiles[1::3], profiles[2::3]):
+        requests = int(requests)
+        costs = callgrind_instructions(path)
+        by_fn = {}
+        for (fn, addr), ir in costs.items():
+            if ir >= hot_share * requests:
+                # Recursion levels ('2) and JIT-compiled guest code (no symbol) fold together.
+                key = re.sub(r"'\d+$", "", fn or "?")
+                key = "(guest code, JIT)" if key.startswith("0x") or key == "?" else key
+                by_fn.setdefault(key, set()).add(addr >> 6)
+        lines = set().union(*by_fn.values()) if by_fn else set()
+        runs.append({"target": name, "requests": requests,
+                     "instructions_per_request": sum(costs.values()) / requests,
+                     "hot_lines": len(lines), "hot_kib": len(lines) * 64 / 1024,
+                     "by_fn": by_fn, "lines": lines})
+    base = runs[0]
+    out = []
+    print(f"{'target':<14} {'hot lines':>9} {'hot KiB':>8} {'instr/req':>10}")
+    for r in runs:
+        print(f"{r['target']:<14} {r['hot_lines']:>9} {r['hot_kib']:>8.1f} "
+              f"{r['instructions_per_request']:>10.0f}")
+    for r in runs[1:]:
+        seen, extra = set(base["lines"]), {}
+        for fn, lines in r["by_fn"].items():
+            new = lines - seen
+            seen |= new
+            if new:
+                extra[fn] = len(new)
+        top = sorted(extra.items(), key=lambda kv: -kv[1])
+        print(f"\n{r['target']} over {base['target']}: {sum(extra.values())} more hot lines; "
+              f"the largest contributors:")
+        for fn, n in top[:15]:
+            print(f"  {n:>5}  {fn[:110]}")
+        r["extra_over_first"] = dict(top)
+    for r in runs:
+        out.append({k: v for k, v in r.items() if k not in ("by_fn", "lines")})
+    with open(out_path, "w") as f:
+        json.dump({"scenario": "footprint", "hot_share": hot_share, "results": out}, f, indent=2)
+        f.write("\n")
+    print(f"results: {out_path}")
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"ports": lambda: ports(int(args[0])), "wrk": lambda: parse_wrk(*args),
      "h2load": lambda: parse_h2load(*args), "loadgen": lambda: parse_loadgen(*args),
      "record": lambda: record(*args), "tag": lambda: tag(*args),
      "report": lambda: report(*args), "report_filters": lambda: report_filters(*args),
-     "report_instructions": lambda: report_instructions(*args)}[cmd]()
+     "report_instructions": lambda: report_instructions(*args),
+     "footprint": lambda: footprint(*args)}[cmd]()

@@ -139,6 +139,68 @@ async fn a_request_body_is_buffered_whole_and_rewritten() {
     }
 }
 
+/// `req` with header `name` set (to `1`).
+fn with_header(
+    mut req: Request<http_body_util::Full<Bytes>>,
+    name: &'static str,
+) -> Request<http_body_util::Full<Bytes>> {
+    req.headers_mut()
+        .insert(name, HeaderValue::from_static("1"));
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_is_buffered_whole_and_rewritten_small_large_or_chunked() {
+    let (_up, weft) = start_one_filter(TARGETS[0], Filter::new("body")).await;
+    let addr = weft.addr("public");
+    let large = "weft ".repeat(20 << 10); // 100 KiB: past the size read whole
+    for version in VERSIONS {
+        // A small body of known length (read whole before its phase), a large one (streamed
+        // through the phase, the filter holding it until its end) and a chunked one.
+        for (what, req, expected) in [
+            (
+                "small",
+                client::post("/echo", "hello, whole body"),
+                "HELLO, WHOLE BODY".to_string(),
+            ),
+            (
+                "large",
+                client::post("/echo", large.clone()),
+                large.to_ascii_uppercase(),
+            ),
+            ("chunked", client::get("/stream/3"), "CHUNK\n".repeat(3)),
+        ] {
+            let reply = send(addr, version, with_header(req, "x-upper-response")).await;
+            assert_eq!(reply.status, 200, "{what} over {version:?}");
+            assert!(
+                reply.text() == expected,
+                "{what} over {version:?}: the filter rewrote the whole response body, got \
+                 {} bytes: {:.80}",
+                reply.body.len(),
+                reply.text()
+            );
+        }
+        // Untouched without the header: the filter's body phase passes it on as it is.
+        let reply = send(addr, version, client::get("/stream/1")).await;
+        assert_eq!(reply.text(), "chunk\n", "{version:?}");
+
+        // A small body is read before the head leaves: a local reply from its phase is the
+        // client's answer, not a response cut short.
+        let reply = send(
+            addr,
+            version,
+            with_header(client::post("/echo", "rejected"), "x-reject-response"),
+        )
+        .await;
+        assert_eq!(reply.status, 418, "{version:?}: {}", reply.text());
+        assert_eq!(
+            reply.text(),
+            "rejected by the response-body phase",
+            "{version:?}"
+        );
+    }
+}
+
 /// POSTs `chunks` to `path` as a streamed body on a fresh connection of `version`, 30 ms
 /// apart (so each arrives as a frame of its own), and reads the response. Stops sending once
 /// the request is gone (the proxy answered early).

@@ -78,6 +78,15 @@ pub enum ProxyError {
         /// Detail from the connection.
         reason: String,
     },
+    /// The upstream's response body failed before its end, while the proxy read it whole and
+    /// before the head went to the client (502).
+    #[error("upstream response body failed in cluster {cluster}: {reason}")]
+    UpstreamBody {
+        /// Cluster name.
+        cluster: String,
+        /// Detail from the connection.
+        reason: String,
+    },
     /// The upstream's response was not valid HTTP (502).
     #[error("malformed upstream response in cluster {cluster}: {endpoint}: {reason}")]
     UpstreamMalformed {
@@ -154,7 +163,9 @@ impl ProxyError {
             | Self::NoHealthyEndpoint { .. }
             | Self::ConnectFailed { .. }
             | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
-            Self::UpstreamReset { .. } | Self::UpstreamMalformed { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamReset { .. }
+            | Self::UpstreamBody { .. }
+            | Self::UpstreamMalformed { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } | Self::FilterStalled { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }

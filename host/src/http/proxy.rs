@@ -9,20 +9,25 @@
 //!    `defaultCluster`; filters read it back as `xds.cluster_name`) — 404 if none;
 //! 5. forward through the cluster (pick, connect, retry connection failures, time out) —
 //!    502 / 503 / 504 on failure;
-//! 6. strip hop-by-hop headers from the response, run the response phases, and stream its body
-//!    back (through the filters' body phases).
+//! 6. strip hop-by-hop headers from the response, run the response phases, and send its body
+//!    back through the filters' body phases: read whole first when it is small and of known
+//!    length, streamed otherwise.
 //!
 //! Every early exit of the unfiltered path is a [`ProxyError`], turned into a response in
 //! exactly one place; the filtered path also ends every filter context on its way out.
 
 use std::{net::SocketAddr, sync::Arc};
 
-use http::{HeaderValue, Method, Request, Response, Uri, Version, header, uri::PathAndQuery};
+use bytes::{Bytes, BytesMut};
+use http::{
+    HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header, uri::PathAndQuery,
+};
 use http_body::Body as _;
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
 use super::{
-    body::{ProxyBody, boxed},
+    body::{BoxError, ProxyBody, boxed},
     error::ProxyError,
     headers,
 };
@@ -32,7 +37,7 @@ use crate::{
     tls::PeerIdentity,
     upstream::Cluster,
     wasm::{
-        chain::{FilterStream, FilteredBody, Flow, RequestStart},
+        chain::{FilterStream, FilteredBody, Flow, HeldStream, RequestStart},
         context::Side,
         filter::Chain,
     },
@@ -184,39 +189,83 @@ async fn filtered(
         Err(error) => return stream.end_with(error.into_response()).await,
     };
     stream.record_cluster(&cluster.config.name);
-    // 5. Forward, the request body through the body phases.
-    let stream = Arc::new(futures_util::lock::Mutex::new(stream));
+    // 5. Forward, the request body through the body phases (which then share the stream).
+    let mut held = HeldStream::Own(stream);
     let body = if end_of_stream {
         boxed(body)
     } else {
-        boxed(FilteredBody::new(
-            boxed(body),
-            stream.clone(),
-            Side::Request,
-        ))
+        let shared;
+        (held, shared) = held.share();
+        boxed(FilteredBody::new(boxed(body), shared, Side::Request))
     };
     let result = cluster.forward(Request::from_parts(parts, body)).await;
-    let mut guard = stream.clone().lock_owned().await;
-    if let Some(decided) = guard.take_outcome() {
-        return guard.end_with(decided).await;
+    let stream = held.lock().await;
+    if let Some(decided) = stream.take_outcome() {
+        return stream.end_with(decided).await;
     }
     let mut response = match result {
         Ok(response) => response,
-        Err(error) => return guard.end_with(error.into_response()).await,
+        Err(error) => return stream.end_with(error.into_response()).await,
     };
     // 6. Response headers bottom-up, then the body through the body phases.
     headers::strip_hop_by_hop(response.headers_mut(), false);
     let (mut head, body) = response.into_parts();
     let end_of_stream = body.is_end_stream();
-    if let Flow::Respond(local) = guard.response_headers(&mut head, end_of_stream).await {
-        return guard.end_with(*local).await;
+    if let Flow::Respond(local) = stream.response_headers(&mut head, end_of_stream).await {
+        return stream.end_with(*local).await;
     }
     if end_of_stream {
-        guard.finish().await;
+        stream.finish().await;
+        stream.response_head(&mut head);
         return Response::from_parts(head, body);
     }
-    drop(guard);
-    Response::from_parts(head, boxed(FilteredBody::new(body, stream, Side::Response)))
+    // A small body of known length is read whole and goes through its phase here; a larger
+    // one, or one of unknown length, streams through them as it comes.
+    if body
+        .size_hint()
+        .exact()
+        .is_some_and(|len| len <= WHOLE_BODY_LIMIT)
+    {
+        return match read_whole(body).await {
+            Ok((data, trailers)) => stream.whole_response(head, data, trailers).await,
+            Err(error) => {
+                let error = ProxyError::UpstreamBody {
+                    cluster: cluster.config.name.to_string(),
+                    reason: error.to_string(),
+                };
+                stream.end_with(error.into_response()).await
+            }
+        };
+    }
+    stream.response_head(&mut head);
+    let shared = held.into_shared();
+    Response::from_parts(head, boxed(FilteredBody::new(body, shared, Side::Response)))
+}
+
+/// Response bodies up to this size, when the upstream gave their length, are read whole before
+/// their body phase: one phase call, and no body wrapper sharing the stream with the handler.
+/// The client gets the head once the body is in — as from nginx with `proxy_buffering`.
+const WHOLE_BODY_LIMIT: u64 = 64 << 10;
+
+/// Reads `body` to its end: its data (without a copy when it came in one frame) and trailers.
+async fn read_whole(mut body: ProxyBody) -> Result<(Bytes, Option<HeaderMap>), BoxError> {
+    let mut data = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        match frame?.into_data() {
+            Ok(chunk) if data.is_empty() && joined.is_none() => data = chunk,
+            Ok(chunk) => joined
+                .get_or_insert_with(|| BytesMut::from(&data[..]))
+                .extend_from_slice(&chunk),
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = Some(t);
+                }
+            }
+        }
+    }
+    Ok((joined.map_or(data, BytesMut::freeze), trailers))
 }
 
 /// The cluster a request goes to: `chosen` by a filter, else the listener's default.

@@ -6,8 +6,8 @@
 //!   reverse order. A phase's `Pause` holds the stream until the filter resumes it
 //!   (`proxy_continue_stream`, typically from `proxy_on_http_call_response`) or answers locally;
 //!   a paused body (`StopIterationAndBuffer`) is buffered for that filter, up to the listener's
-//!   `maxBufferedBodyBytes` (413 on requests, a reset on responses), and handed to it whole with
-//!   the next chunk.
+//!   `maxBufferedBodyBytes` (413 on requests; on responses a 500, or a reset once the head has
+//!   left), and handed to it whole with the next chunk.
 //! - `proxy_send_local_response` answers at once; the rest of the request path is skipped.
 //! - At the end: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete` for every context, in
 //!   chain order — also when the client went away mid-request.
@@ -18,8 +18,10 @@
 //!   `request.duration` and the cluster the request went to.
 //!
 //! Bodies stream through [`FilteredBody`], which runs the body phases frame by frame; the
-//! request side and the response side share the [`FilterStream`] behind an async mutex, since
-//! an upstream may answer while the request body is still arriving.
+//! request side and the response side share the [`FilterStream`] behind an async mutex
+//! ([`HeldStream`]), since an upstream may answer while the request body is still arriving. A
+//! small response body of known length is read whole instead and goes through its phase in the
+//! handler ([`FilterStream::whole_response`]), before the head leaves.
 
 use std::{
     future::Future,
@@ -30,7 +32,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use futures_util::lock::Mutex;
+use futures_util::lock::{Mutex, OwnedMutexGuard};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame};
 
@@ -45,7 +47,7 @@ use super::{
 use crate::{
     config::resolved::FailStrategy,
     http::{
-        body::{BoxError, ProxyBody, full},
+        body::{BoxError, ProxyBody, boxed, full},
         error::ProxyError,
         proxy::Downstream,
     },
@@ -466,8 +468,8 @@ impl FilterStream {
         Ok((stream.authority.clone(), cluster))
     }
 
-    /// The response-headers phase, bottom-up. `Continue` leaves the (possibly rewritten) head
-    /// in `response`.
+    /// The response-headers phase, bottom-up. The head stays with the stream, where later
+    /// phases read it: [`response_head`](Self::response_head) gives it back.
     pub async fn response_headers(
         &mut self,
         response: &mut http::response::Parts,
@@ -479,12 +481,23 @@ impl FilterStream {
                 headers: std::mem::take(&mut response.headers),
             });
         }
-        let flow = self.headers(Side::Response, end_of_stream).await;
-        if let Some(head) = self.stream().and_then(|s| s.response.clone()) {
-            response.status = head.status;
-            response.headers = head.headers;
-        }
-        flow
+        self.headers(Side::Response, end_of_stream).await
+    }
+
+    /// The response head as the filters left it, into `response`: moved once the contexts
+    /// have ended (nothing can read it any more), copied while body phases or `on_log` may
+    /// still read it.
+    pub fn response_head(&mut self, response: &mut http::response::Parts) {
+        let finished = self.finished;
+        let Some(head) = self.stream().and_then(|s| s.response.as_mut()) else {
+            return;
+        };
+        response.status = head.status;
+        response.headers = if finished {
+            std::mem::take(&mut head.headers)
+        } else {
+            head.headers.clone()
+        };
     }
 
     /// One body chunk of `side` through the chain; what comes out travels on. A filter that
@@ -587,6 +600,64 @@ impl FilterStream {
         Ok((flushed, trailers))
     }
 
+    /// The response, its body read whole (`data`, then `trailers` if the upstream sent any),
+    /// after the body phases — and the trailers phase — and the end of every context. The
+    /// client gets the body the filters let through, or the answer a filter gave instead (a
+    /// local reply, its failure, or a body held past the buffer limit): the head has not left
+    /// yet, so the answer can still be a whole response rather than a reset.
+    pub async fn whole_response(
+        &mut self,
+        mut head: http::response::Parts,
+        data: Bytes,
+        trailers: Option<HeaderMap>,
+    ) -> Response<ProxyBody> {
+        let result = match trailers {
+            None => self
+                .body(Side::Response, data, true)
+                .await
+                .map(|data| (data, None)),
+            // Boxed: trailers are rare, and their phase would make this future larger.
+            Some(trailers) => Box::pin(self.body_and_trailers(data, trailers)).await,
+        };
+        match result {
+            Ok((data, trailers)) => {
+                self.finish().await;
+                self.response_head(&mut head);
+                let data = data.unwrap_or_default();
+                let body = match trailers {
+                    None => full(data),
+                    Some(trailers) => boxed(http_body_util::StreamBody::new(
+                        futures_util::stream::iter([
+                            Ok::<_, BoxError>(Frame::data(data)),
+                            Ok(Frame::trailers(trailers)),
+                        ]),
+                    )),
+                };
+                Response::from_parts(head, body)
+            }
+            Err(response) => self.end_with(response).await,
+        }
+    }
+
+    /// A whole response body's data and trailers through their phases.
+    async fn body_and_trailers(
+        &mut self,
+        data: Bytes,
+        trailers: HeaderMap,
+    ) -> Result<(Option<Bytes>, Option<HeaderMap>), Response<ProxyBody>> {
+        let first = self.body(Side::Response, data, false).await?;
+        let (flushed, trailers) = self.trailers(Side::Response, trailers).await?;
+        let data = match (first, flushed) {
+            (Some(first), Some(flushed)) if !flushed.is_empty() => {
+                let mut joined = BytesMut::from(&first[..]);
+                joined.extend_from_slice(&flushed);
+                Some(joined.freeze())
+            }
+            (first, flushed) => first.or(flushed),
+        };
+        Ok((data, Some(trailers)))
+    }
+
     /// The answer a request-body phase decided on, if any.
     pub fn take_outcome(&mut self) -> Option<Response<ProxyBody>> {
         self.outcome.take()
@@ -674,6 +745,58 @@ impl Drop for FilterStream {
             }
             orphan.finish().await;
         });
+    }
+}
+
+/// A request's [`FilterStream`] as its handler holds it: its own, or — once a body runs
+/// through the body phases — shared with that body behind an async mutex, and locked while the
+/// handler works on it. A request without a body and a response read whole never share it.
+pub enum HeldStream {
+    /// The handler's alone.
+    Own(FilterStream),
+    /// Shared with a [`FilteredBody`]; the guard while the handler holds the lock.
+    Shared(
+        Arc<Mutex<FilterStream>>,
+        Option<OwnedMutexGuard<FilterStream>>,
+    ),
+}
+
+impl HeldStream {
+    /// Shares the stream, for a [`FilteredBody`]; the handler takes it back with
+    /// [`lock`](Self::lock).
+    pub fn share(self) -> (Self, Arc<Mutex<FilterStream>>) {
+        match self {
+            HeldStream::Own(stream) => {
+                let shared = Arc::new(Mutex::new(stream));
+                (HeldStream::Shared(shared.clone(), None), shared)
+            }
+            HeldStream::Shared(shared, guard) => {
+                let clone = shared.clone();
+                (HeldStream::Shared(shared, guard), clone)
+            }
+        }
+    }
+
+    /// The stream, for the handler: waits for the lock if it is shared.
+    pub async fn lock(&mut self) -> &mut FilterStream {
+        match self {
+            HeldStream::Own(stream) => stream,
+            HeldStream::Shared(shared, guard) => {
+                let guard = match guard {
+                    Some(guard) => guard,
+                    None => guard.insert(shared.clone().lock_owned().await),
+                };
+                &mut *guard
+            }
+        }
+    }
+
+    /// The stream shared (and unlocked), for a body that goes on after the handler returns.
+    pub fn into_shared(self) -> Arc<Mutex<FilterStream>> {
+        match self {
+            HeldStream::Own(stream) => Arc::new(Mutex::new(stream)),
+            HeldStream::Shared(shared, _) => shared,
+        }
     }
 }
 
