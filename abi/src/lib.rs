@@ -32,7 +32,9 @@
 //!   is not here.
 //! - The names that link a module to its host: the 39 [`HOST_FUNCTIONS`] (as
 //!   [`HostFunction`]) in module [`HOST_MODULE`], and the 31 [`GUEST_EXPORTS`] (as
-//!   [`GuestExport`]).
+//!   [`GuestExport`]); weft's own optional exports, [`WEFT_EXPORTS`] (as [`WeftExport`]).
+//! - The [host buffer](HostBuffer) extension: data handed to a guest without its allocator,
+//!   when the module exports `weft_host_buffer` (other hosts never call it).
 //! - The header-map wire format: [`encode_map`], [`encode_map_into`], [`decode_map`],
 //!   [`decode_map_limited`].
 //! - Property paths and values as Envoy encodes them: [`split_property_path`],
@@ -50,6 +52,7 @@
 #![deny(missing_docs)]
 
 mod enums;
+mod host_buffer;
 mod map;
 mod names;
 mod property;
@@ -58,11 +61,14 @@ mod types;
 pub mod wasi;
 
 pub use enums::UnknownValue;
+pub use host_buffer::HostBuffer;
 pub use map::{
     MapError, MapLimits, MapPart, Pair, decode_map, decode_map_limited, encode_map,
     encode_map_into, encoded_map_len,
 };
-pub use names::{GUEST_EXPORTS, GuestExport, HOST_FUNCTIONS, HOST_MODULE, HostFunction};
+pub use names::{
+    GUEST_EXPORTS, GuestExport, HOST_FUNCTIONS, HOST_MODULE, HostFunction, WEFT_EXPORTS, WeftExport,
+};
 pub use property::{
     PropertyError, decode_property_bool, decode_property_f64, decode_property_i64,
     decode_property_u64, encode_property_bool, encode_property_duration, encode_property_f64,

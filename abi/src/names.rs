@@ -6,6 +6,9 @@
 //! `abi-versions/v0.2.1/README.md`, "Functions exposed by the host" and "Callbacks exposed by
 //! the Wasm module"). Every host function is required — a module built with the Rust SDK
 //! imports 37 of them even when it calls few — while every guest export is optional.
+//!
+//! weft's own extensions add guest exports outside the spec ([`WeftExport`],
+//! [`WEFT_EXPORTS`]): optional too, and never called by other hosts.
 
 /// The import module of every `proxy_*` host function (what `extern "C"` blocks get in Rust
 /// and C when compiled to wasm32 without a `wasm_import_module`).
@@ -39,7 +42,7 @@ macro_rules! name_table {
         pub const $names: [&str; $n] = [$($name),+];
 
         impl $ty {
-            /// Every value, in the spec's order.
+            /// Every value, in the table's order (the spec's, for the v0.2.1 names).
             pub const ALL: [$ty; $n] = [$($ty::$variant),+];
 
             /// The function's name as it appears in the module's imports or exports.
@@ -226,3 +229,15 @@ name_table! {
 
 #[cfg(test)]
 mod tests;
+
+name_table! {
+    /// A function outside ABI v0.2.1 that a module may export for a weft host: an optional
+    /// extension that other hosts (Envoy) never call. The weft SDK exports each of them.
+    pub enum WeftExport;
+    /// The names of weft's own optional guest exports.
+    pub const WEFT_EXPORTS: [&str; 1];
+    {
+        /// `() -> i64`: where the module's [host buffer](crate::HostBuffer) lies.
+        HostBuffer => "weft_host_buffer",
+    }
+}

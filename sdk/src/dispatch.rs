@@ -432,6 +432,11 @@ pub mod exports {
     pub fn on_memory_allocate(size: usize) -> *mut u8 {
         crate::ffi::allocate(size)
     }
+
+    /// `weft_host_buffer` (weft's extension, see [`weft_abi::HostBuffer`]).
+    pub fn host_buffer() -> u64 {
+        crate::ffi::host_buffer()
+    }
 }
 
 /// Generates the proxy-wasm v0.2.1 exports of a module whose filter is `$filter` (a type
@@ -454,6 +459,13 @@ macro_rules! export_filter {
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
                 sdk::on_memory_allocate(size)
+            }
+
+            // weft's host buffer (`weft_abi::HostBuffer`, named by `WeftExport::HostBuffer`);
+            // other hosts never call it.
+            #[unsafe(no_mangle)]
+            pub extern "C" fn weft_host_buffer() -> u64 {
+                sdk::host_buffer()
             }
 
             #[unsafe(no_mangle)]

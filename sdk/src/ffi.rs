@@ -1,10 +1,12 @@
 //! The host calls the SDK makes, with safe Rust signatures.
 //!
 //! In Wasm they are the proxy-wasm v0.2.1 imports of module `env` (signatures as the upstream
-//! Rust SDK declares them); buffers the host returns were allocated through the module's
-//! `proxy_on_memory_allocate` export ([`allocate`]) and are taken back as `Vec`s. On any other
-//! target they go to the in-process host of [`crate::testing`], so a filter's unit tests run
-//! in plain `cargo test`.
+//! Rust SDK declares them). Data the host returns is either in the module's host buffer
+//! ([`host_buffer`], weft's extension, see [`weft_abi::HostBuffer`]) — copied out or read in
+//! place before the next host call — or in memory allocated through the module's
+//! `proxy_on_memory_allocate` export ([`allocate`]), taken back as a `Vec` (the only case on
+//! hosts other than weft). On any other target the calls go to the in-process host of
+//! [`crate::testing`], so a filter's unit tests run in plain `cargo test`.
 
 use weft_abi::{BufferType, LogLevel, MapType, MetricType, StreamType};
 
@@ -71,6 +73,21 @@ pub(crate) fn host<T>(f: impl FnOnce(&mut dyn HostCalls) -> T) -> T {
     crate::testing::with_installed(f)
 }
 
+/// `weft_host_buffer`: where this module's host buffer lies, as
+/// [`HostBuffer::to_bits`](weft_abi::HostBuffer::to_bits) packs it. A weft host calls it once
+/// per instance and then writes the data a host call returns there when it fits, instead of
+/// calling [`allocate`]. Off Wasm there is no such host: 0, no buffer.
+pub fn host_buffer() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        wasm::host_buffer()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
+}
+
 /// `proxy_on_memory_allocate`: memory the host fills with a buffer it returns.
 pub fn allocate(size: usize) -> *mut u8 {
     let mut buffer = Vec::<u8>::with_capacity(size);
@@ -84,9 +101,11 @@ mod wasm {
     //! The proxy-wasm imports.
 
     use weft_abi::{
-        BufferType, LogLevel, MapType, MetricType, StreamType, decode_map, encode_map,
+        BufferType, HostBuffer, LogLevel, MapType, MetricType, StreamType, decode_map, encode_map,
         join_property_path, write_property_path,
     };
+
+    use std::cell::UnsafeCell;
 
     use super::{HostCalls, Pairs};
     use crate::error::{Error, Result, check};
@@ -199,14 +218,81 @@ mod wasm {
         fn random_get(buf: *mut u8, len: usize) -> u16;
     }
 
-    /// Takes back a buffer the host allocated through `proxy_on_memory_allocate`.
+    /// The length of the host buffer: room for a request's header map or a small body chunk;
+    /// larger data comes through [`allocate`](super::allocate) as before.
+    const HOST_BUFFER_LEN: usize = 16 * 1024;
+
+    /// The host buffer's bytes (see [`super::host_buffer`]).
+    #[repr(C, align(16))]
+    struct HostBufferCell(UnsafeCell<[u8; HOST_BUFFER_LEN]>);
+
+    // SAFETY: a Wasm instance runs one thread. Only the host writes the buffer, during a host
+    // call that returns data; the SDK reads it right after that call and before the next one,
+    // and never holds a reference into it across host calls.
+    unsafe impl Sync for HostBufferCell {}
+
+    static HOST_BUFFER: HostBufferCell = HostBufferCell(UnsafeCell::new([0; HOST_BUFFER_LEN]));
+
+    /// The host buffer, packed for `weft_host_buffer`.
+    pub(super) fn host_buffer() -> u64 {
+        HostBuffer {
+            ptr: HOST_BUFFER.0.get() as usize as u32,
+            len: HOST_BUFFER_LEN as u32,
+        }
+        .to_bits()
+    }
+
+    /// The `size` bytes at `data` when `data` points into the host buffer: the host wrote them
+    /// there during the host call just made, and will overwrite them in the next one. `None`
+    /// when `data` is elsewhere (an allocation).
+    ///
+    /// # Safety
+    ///
+    /// Call it right after the host call that returned `data` and `size`, and drop the slice
+    /// before the next host call.
+    unsafe fn in_host_buffer<'a>(data: *const u8, size: usize) -> Option<&'a [u8]> {
+        let start = HOST_BUFFER.0.get() as *const u8 as usize;
+        let offset = (data as usize).checked_sub(start)?;
+        if offset >= HOST_BUFFER_LEN {
+            return None;
+        }
+        if size > HOST_BUFFER_LEN - offset {
+            // Runs past the buffer's end: a host that breaks the protocol. Not an allocation
+            // of ours either, so nothing of it is read (or freed).
+            return Some(&[]);
+        }
+        // SAFETY: `offset..offset + size` is inside the buffer, and (by the contract above)
+        // nothing writes it while the slice lives.
+        Some(unsafe { std::slice::from_raw_parts(data, size) })
+    }
+
+    /// The data a host call just returned at `data`: copied out of the host buffer when the
+    /// host wrote it there, else taken back from `proxy_on_memory_allocate`. Call it right
+    /// after the host call, once.
     fn take(data: *mut u8, size: usize) -> Vec<u8> {
         if data.is_null() || size == 0 {
             return Vec::new();
         }
+        // SAFETY: right after the host call; the slice is copied at once.
+        if let Some(bytes) = unsafe { in_host_buffer(data, size) } {
+            return bytes.to_vec();
+        }
         // SAFETY: the host allocated `size` bytes at `data` with `allocate` (a `Vec<u8>` of
         // capacity `size`, forgotten) and filled them; ownership comes back to us here.
         unsafe { Vec::from_raw_parts(data, size, size) }
+    }
+
+    /// Runs `f` on the data a host call just returned at `data`, in place when the host wrote
+    /// it into the host buffer (no copy), else on the allocation taken back. Call it right
+    /// after the host call, once; `f` makes no host call.
+    fn with_taken<R>(data: *mut u8, size: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        if !data.is_null() && size != 0 {
+            // SAFETY: right after the host call, and `f` makes none while it borrows.
+            if let Some(bytes) = unsafe { in_host_buffer(data, size) } {
+                return f(bytes);
+            }
+        }
+        f(&take(data, size))
     }
 
     /// Runs `f` with `path` in the ABI's encoding (segments joined by NUL bytes), built on the
@@ -286,7 +372,9 @@ mod wasm {
             check("proxy_get_header_map_pairs", unsafe {
                 proxy_get_header_map_pairs(kind as u32, &mut data, &mut size)
             })?;
-            decode("proxy_get_header_map_pairs", &take(data, size))
+            with_taken(data, size, |bytes| {
+                decode("proxy_get_header_map_pairs", bytes)
+            })
         }
 
         fn get_map_value(&mut self, kind: MapType, key: &str) -> Result<Option<Vec<u8>>> {

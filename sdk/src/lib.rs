@@ -80,6 +80,11 @@
 //! Every host call returns a [`Result`]: the SDK never panics on a host status. A phase that
 //! returns `Err` is logged and answered with a `500` local reply.
 //!
+//! [`export_filter!`] also exports `weft_host_buffer`, weft's optional extension of the ABI
+//! ([`weft_abi::HostBuffer`]): a weft host writes the data a host call returns into a static
+//! buffer of the module when it fits, instead of calling its allocator. Other hosts (Envoy)
+//! never call the export, and the SDK then takes every buffer from its allocator as usual.
+//!
 //! # Testing
 //!
 //! [`testing`] runs a filter natively against an in-process host that records headers, local

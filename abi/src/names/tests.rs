@@ -214,3 +214,17 @@ fn unknown_names_are_none() {
     assert_eq!(GuestExport::from_name("proxy_on_start"), None);
     assert_eq!(HOST_MODULE, "env");
 }
+
+#[test]
+fn weft_exports_are_outside_the_spec() {
+    assert_eq!(WEFT_EXPORTS, ["weft_host_buffer"]);
+    for (export, name) in WeftExport::ALL.iter().zip(WEFT_EXPORTS) {
+        assert_eq!(export.name(), name);
+        assert_eq!(WeftExport::from_name(name), Some(*export));
+        assert_eq!(GuestExport::from_name(name), None, "{name} is not v0.2.1's");
+        assert!(
+            !name.starts_with("proxy_"),
+            "{name} must not look like a spec name"
+        );
+    }
+}

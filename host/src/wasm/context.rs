@@ -300,6 +300,11 @@ pub struct Exports {
     pub memory: Memory,
     /// `proxy_on_memory_allocate` (or `malloc`).
     pub allocate: Option<TypedFunc<u32, u32>>,
+    /// The guest's host buffer (weft's extension, [`weft_abi::HostBuffer`]), where host
+    /// functions write the data they return when it fits, instead of calling `allocate`. Set
+    /// when the guest exports a valid one, after its start function, in the store's copy
+    /// ([`HostData::exports`], the one host functions read).
+    pub host_buffer: Option<weft_abi::HostBuffer>,
     /// `proxy_on_context_create(context, parent)`.
     pub on_context_create: Option<TypedFunc<(u32, u32), ()>>,
     /// `proxy_on_vm_start(root, vm_configuration_size)`.

@@ -18,11 +18,12 @@ use std::{
 
 use bytes::Bytes;
 use wasmtime::{InstancePre, Store, TypedFunc, WasmParams, WasmResults};
-use weft_abi::GuestExport;
+use weft_abi::{GuestExport, WeftExport};
 
 use super::{
     context::{Delivery, Exports, GrpcEvent, HostData, RootEvent, Side, StreamData, StreamHandle},
     host::{FailureReason, StreamOp, WasmHost},
+    hostcalls::host_buffer_region,
     properties::PluginIdentity,
     runtime::{GuestLimits, GuestState, WasmError, WasmRuntime},
 };
@@ -263,6 +264,9 @@ impl Instance {
                 break;
             }
         }
+        self.resolve_host_buffer(&mut store, instance)
+            .await
+            .map_err(|f| start(format!("`{}` failed: {f}", WeftExport::HostBuffer)))?;
         if let Some(create) = &self.exports.on_context_create {
             self.invoke(&mut store, create, (self.root_id, 0), self.root_id)
                 .await
@@ -298,6 +302,48 @@ impl Instance {
         }
         self.after_call(&mut store);
         Ok(())
+    }
+
+    /// weft's host buffer ([`weft_abi::HostBuffer`]): when the guest exports
+    /// `weft_host_buffer`, calls it once and keeps the region in the store's exports if a host
+    /// function may write it; a wrong signature or a region that is not valid is ignored (the
+    /// allocator serves, as on any host without the extension). A trap is the guest's failure.
+    async fn resolve_host_buffer(
+        &self,
+        store: &mut GuestStore,
+        instance: &wasmtime::Instance,
+    ) -> Result<(), Failure> {
+        let name = WeftExport::HostBuffer;
+        let Some(func) = instance.get_func(&mut *store, name.name()) else {
+            return Ok(());
+        };
+        let func = match func.typed::<(), u64>(&*store) {
+            Ok(func) => func,
+            Err(error) => {
+                tracing::debug!(plugin = %self.plugin, %error, "ignoring `{name}`: wrong signature");
+                return Ok(());
+            }
+        };
+        let bits = self.invoke(store, &func, (), self.root_id).await?;
+        let memory_len = self.exports.memory.data_size(&*store);
+        match host_buffer_region(bits, memory_len) {
+            Ok(region) => {
+                if let Some(exports) = &mut store.data_mut().data.exports {
+                    exports.host_buffer = Some(region);
+                }
+            }
+            Err(reason) => {
+                tracing::debug!(plugin = %self.plugin, bits, reason, "ignoring `{name}`");
+            }
+        }
+        Ok(())
+    }
+
+    /// The host buffer host functions write into, if the guest has a valid one.
+    #[cfg(test)]
+    pub(crate) async fn host_buffer(&self) -> Option<weft_abi::HostBuffer> {
+        let store = self.store.lock().await;
+        store.data().data.exports.as_ref()?.host_buffer
     }
 
     /// Whether a failure has retired this instance.
@@ -879,6 +925,8 @@ fn resolve_exports(
     Ok(Exports {
         memory,
         allocate,
+        // Resolved once the start function has run (`Instance::resolve_host_buffer`).
+        host_buffer: None,
         on_context_create: export(instance, store, GuestExport::OnContextCreate)?,
         on_vm_start: export(instance, store, GuestExport::OnVmStart)?,
         on_configure: export(instance, store, GuestExport::OnConfigure)?,

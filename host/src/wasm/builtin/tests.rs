@@ -121,3 +121,27 @@ fn an_unknown_builtin_names_the_ones_there_are() {
     .expect("registry plugins still need a control plane");
     assert_eq!(registry.field, "spec.url");
 }
+
+#[test]
+fn every_builtin_exports_its_host_buffer() {
+    let host = host();
+    let name = weft_abi::WeftExport::HostBuffer.name();
+    for builtin in builtins() {
+        let source = PluginSource::Builtin(builtin.to_owned());
+        let module = load_module(&host, &plugin(source, None))
+            .unwrap_or_else(|e| panic!("builtin://{builtin}: {}", e.message));
+        let export = module
+            .module
+            .get_export(name)
+            .and_then(|export| export.func().cloned())
+            .unwrap_or_else(|| panic!("builtin://{builtin} does not export {name}"));
+        assert_eq!(export.params().len(), 0, "builtin://{builtin}");
+        assert!(
+            matches!(
+                export.results().collect::<Vec<_>>()[..],
+                [wasmtime::ValType::I64]
+            ),
+            "builtin://{builtin}: {name} returns {export}"
+        );
+    }
+}

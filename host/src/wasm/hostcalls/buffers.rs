@@ -32,10 +32,9 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         HOST_MODULE,
         "proxy_get_buffer_bytes",
-        |mut caller: Ctx<'_>,
-         (kind, start, max_size, ptr_ptr, size_ptr): (u32, u32, u32, u32, u32)| {
+        |caller: Ctx<'_>, (kind, start, max_size, ptr_ptr, size_ptr): (u32, u32, u32, u32, u32)| {
             Box::new(async move {
-                finish(get_bytes_abi(&mut caller, kind, start, max_size, ptr_ptr, size_ptr).await)
+                finish(get_bytes_abi(caller, kind, start, max_size, ptr_ptr, size_ptr).await)
             })
         },
     )?;
@@ -71,14 +70,14 @@ fn buffer_type(raw: u32) -> Result<BufferType, Status> {
 }
 
 async fn get_bytes_abi(
-    caller: &mut Ctx<'_>,
+    mut caller: Ctx<'_>,
     kind: u32,
     start: u32,
     max_size: u32,
     ptr_ptr: u32,
     size_ptr: u32,
 ) -> HostResult {
-    let bytes = get_bytes(state(caller), buffer_type(kind)?, start, max_size)?;
+    let bytes = get_bytes(state(&mut caller), buffer_type(kind)?, start, max_size)?;
     copy_to_guest(caller, &bytes, ptr_ptr, size_ptr).await
 }
 

@@ -144,23 +144,16 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         HOST_MODULE,
         "proxy_get_status",
-        |mut caller: Ctx<'_>, (code_ptr, ptr_ptr, size_ptr): (u32, u32, u32)| {
-            Box::new(
-                async move { finish(get_status(&mut caller, code_ptr, ptr_ptr, size_ptr).await) },
-            )
+        |caller: Ctx<'_>, (code_ptr, ptr_ptr, size_ptr): (u32, u32, u32)| {
+            Box::new(async move { finish(get_status(caller, code_ptr, ptr_ptr, size_ptr).await) })
         },
     )?;
     Ok(())
 }
 
-async fn get_status(
-    caller: &mut Ctx<'_>,
-    code_ptr: u32,
-    ptr_ptr: u32,
-    size_ptr: u32,
-) -> HostResult {
-    let (code, message) = state(caller).status.clone();
-    write_u32(caller, code_ptr, code)?;
+async fn get_status(mut caller: Ctx<'_>, code_ptr: u32, ptr_ptr: u32, size_ptr: u32) -> HostResult {
+    let (code, message) = state(&mut caller).status.clone();
+    write_u32(&mut caller, code_ptr, code)?;
     copy_to_guest(caller, &message, ptr_ptr, size_ptr).await
 }
 

@@ -40,19 +40,16 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         HOST_MODULE,
         "proxy_get_header_map_pairs",
-        |mut caller: Ctx<'_>, (map, ptr_ptr, size_ptr): (u32, u32, u32)| {
-            Box::new(
-                async move { finish(get_pairs_abi(&mut caller, map, ptr_ptr, size_ptr).await) },
-            )
+        |caller: Ctx<'_>, (map, ptr_ptr, size_ptr): (u32, u32, u32)| {
+            Box::new(async move { finish(get_pairs_abi(caller, map, ptr_ptr, size_ptr).await) })
         },
     )?;
     linker.func_wrap_async(
         HOST_MODULE,
         "proxy_get_header_map_value",
-        |mut caller: Ctx<'_>,
-         (map, key, key_size, ptr_ptr, size_ptr): (u32, u32, u32, u32, u32)| {
+        |caller: Ctx<'_>, (map, key, key_size, ptr_ptr, size_ptr): (u32, u32, u32, u32, u32)| {
             Box::new(async move {
-                finish(get_value_abi(&mut caller, map, key, key_size, ptr_ptr, size_ptr).await)
+                finish(get_value_abi(caller, map, key, key_size, ptr_ptr, size_ptr).await)
             })
         },
     )?;
@@ -120,13 +117,13 @@ fn map_type(raw: u32) -> Result<MapType, Status> {
     MapType::try_from(raw).map_err(|_| Status::BadArgument)
 }
 
-async fn get_pairs_abi(caller: &mut Ctx<'_>, map: u32, ptr_ptr: u32, size_ptr: u32) -> HostResult {
-    let encoded = get_pairs(state(caller), map_type(map)?);
+async fn get_pairs_abi(mut caller: Ctx<'_>, map: u32, ptr_ptr: u32, size_ptr: u32) -> HostResult {
+    let encoded = get_pairs(state(&mut caller), map_type(map)?);
     copy_to_guest(caller, &encoded, ptr_ptr, size_ptr).await
 }
 
 async fn get_value_abi(
-    caller: &mut Ctx<'_>,
+    mut caller: Ctx<'_>,
     map: u32,
     key: u32,
     key_size: u32,
@@ -134,7 +131,7 @@ async fn get_value_abi(
     size_ptr: u32,
 ) -> HostResult {
     let map = map_type(map)?;
-    let value = with_memory(caller, |view, data| {
+    let value = with_memory(&mut caller, |view, data| {
         get_value(data, map, slice(view, key, key_size)?)
     })??;
     copy_to_guest(caller, &value, ptr_ptr, size_ptr).await

@@ -1,5 +1,6 @@
 //! Guest memory for host functions: bounds-checked reads and writes of the caller's linear
-//! memory, and handing data to the guest in memory the guest allocates itself.
+//! memory, and handing data to the guest — in its host buffer (weft's extension,
+//! [`HostBuffer`]) when it has one, else in memory the guest allocates itself.
 //!
 //! Every pointer and length comes from the guest, so nothing here trusts them: a range outside
 //! the memory is [`Status::InvalidMemoryAccess`] (what proxy-wasm-cpp-host returns), never a
@@ -9,7 +10,7 @@
 use std::ops::Range;
 
 use wasmtime::{Caller, Extern, Linker, Memory, TypedFunc};
-use weft_abi::{GuestExport, Status};
+use weft_abi::{GuestExport, HostBuffer, Status};
 
 use crate::wasm::{context::HostData, runtime::GuestState};
 
@@ -173,11 +174,18 @@ pub(super) async fn allocate(caller: &mut Ctx<'_>, size: u32) -> HostResult<u32>
     Ok(ptr)
 }
 
-/// Hands `bytes` to the guest: allocates them in its memory, copies them there, and writes
-/// their address at `ptr_ptr` and their length at `size_ptr`. Empty data is address 0 and
-/// length 0 without an allocation, as proxy-wasm-cpp-host's `copyToPointerSize` does.
+/// Hands `bytes` to the guest and writes their address at `ptr_ptr` and their length at
+/// `size_ptr`: into the guest's host buffer
+/// ([`Exports::host_buffer`](crate::wasm::context::Exports::host_buffer)) when it has one and
+/// they fit, else into memory from its allocator. Empty data is address 0 and length 0 without
+/// either, as proxy-wasm-cpp-host's `copyToPointerSize` does.
+///
+/// It takes the caller by value, so it is the last thing a host function does and no host call
+/// can write the host buffer twice: the guest reads what one call returned before it makes the
+/// next one, which is all the buffer's contract asks of it. A host function that ever needs
+/// to return two pieces of data must hand the first through [`allocate`] instead.
 pub(super) async fn copy_to_guest(
-    caller: &mut Ctx<'_>,
+    mut caller: Ctx<'_>,
     bytes: &[u8],
     ptr_ptr: u32,
     size_ptr: u32,
@@ -186,18 +194,53 @@ pub(super) async fn copy_to_guest(
     let ptr = if size == 0 {
         0
     } else {
-        allocate(caller, size).await?
+        match host_buffer(&caller, size) {
+            Some(ptr) => ptr,
+            None => allocate(&mut caller, size).await?,
+        }
     };
-    // One view of the memory (as it is after the allocation, which may have grown it) for
-    // the three writes.
-    let memory = memory(caller)?;
-    let view = memory.data_mut(&mut *caller);
+    // One view of the memory (as it is after an allocation, which may have grown it) for the
+    // three writes, each bounds-checked: a host buffer inside memory at the start stays so
+    // (memory never shrinks), but nothing here relies on it.
+    let memory = memory(&mut caller)?;
+    let view = memory.data_mut(&mut caller);
     if size != 0 {
         put(view, ptr, bytes)?;
     }
     put(view, ptr_ptr, &ptr.to_le_bytes())?;
     put(view, size_ptr, &size.to_le_bytes())?;
     Ok(())
+}
+
+/// Where `size` bytes go in the guest's host buffer (its start), if it has one and they fit.
+fn host_buffer(caller: &Ctx<'_>, size: u32) -> Option<u32> {
+    let region = caller.data().data.exports.as_ref()?.host_buffer?;
+    region.contains(region.ptr, size).then_some(region.ptr)
+}
+
+/// The host buffer `weft_host_buffer` returned (`bits`), if a host may write it in a linear
+/// memory of `memory_len` bytes: not empty, at most [`HostBuffer::MAX_LEN`] bytes, not at
+/// address 0 (which means "no data" in the ABI) and wholly inside the memory. `Err` says why
+/// not.
+pub(in crate::wasm) fn host_buffer_region(
+    bits: u64,
+    memory_len: usize,
+) -> Result<HostBuffer, &'static str> {
+    let region = HostBuffer::from_bits(bits);
+    if region.len == 0 {
+        return Err("the host buffer is empty");
+    }
+    if region.len > HostBuffer::MAX_LEN {
+        return Err("the host buffer is longer than 64 KiB");
+    }
+    if region.ptr == 0 {
+        return Err("the host buffer starts at address 0");
+    }
+    let end = u64::from(region.ptr) + u64::from(region.len);
+    if !usize::try_from(end).is_ok_and(|end| end <= memory_len) {
+        return Err("the host buffer is not inside linear memory");
+    }
+    Ok(region)
 }
 
 /// Reads a UTF-8 string from guest memory; invalid UTF-8 is replaced, never an error.

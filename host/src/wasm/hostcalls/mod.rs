@@ -38,13 +38,16 @@ mod shared;
 mod streams;
 mod wasi;
 
+pub(in crate::wasm) use memory::host_buffer_region;
+
 /// Defines every host function a proxy-wasm filter may import in `linker`: the 39
 /// `env.proxy_*` functions of ABI v0.2.1 ([`weft_abi::HOST_FUNCTIONS`]) and the WASI preview 1
 /// functions of module `wasi_snapshot_preview1` that filters built for `wasm32-wasip1` import.
 ///
-/// Functions that hand data to the guest allocate it in guest memory with the guest's
-/// allocator, so they are async: instances must run in an async store (as
-/// [`WasmRuntime`](super::WasmRuntime) makes them).
+/// Functions that hand data to the guest write it into the guest's host buffer when it has one
+/// (weft's extension, [`weft_abi::HostBuffer`]) and the data fits, else allocate it in guest
+/// memory with the guest's allocator, so they are async: instances must run in an async store
+/// (as [`WasmRuntime`](super::WasmRuntime) makes them).
 pub fn add_to_linker(linker: &mut Linker<GuestState<HostData>>) -> wasmtime::Result<()> {
     maps::add_to_linker(linker)?;
     buffers::add_to_linker(linker)?;

@@ -19,9 +19,9 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         HOST_MODULE,
         "proxy_get_property",
-        |mut caller: Ctx<'_>, (path, path_size, ptr_ptr, size_ptr): (u32, u32, u32, u32)| {
+        |caller: Ctx<'_>, (path, path_size, ptr_ptr, size_ptr): (u32, u32, u32, u32)| {
             Box::new(async move {
-                finish(get_property_abi(&mut caller, path, path_size, ptr_ptr, size_ptr).await)
+                finish(get_property_abi(caller, path, path_size, ptr_ptr, size_ptr).await)
             })
         },
     )?;
@@ -43,13 +43,13 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
 }
 
 async fn get_property_abi(
-    caller: &mut Ctx<'_>,
+    mut caller: Ctx<'_>,
     path: u32,
     path_size: u32,
     ptr_ptr: u32,
     size_ptr: u32,
 ) -> HostResult {
-    let value = with_memory(caller, |view, data| {
+    let value = with_memory(&mut caller, |view, data| {
         get_property(data, slice(view, path, path_size)?)
     })??;
     copy_to_guest(caller, &value, ptr_ptr, size_ptr).await

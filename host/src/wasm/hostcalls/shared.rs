@@ -27,12 +27,10 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         HOST_MODULE,
         "proxy_get_shared_data",
-        |mut caller: Ctx<'_>,
+        |caller: Ctx<'_>,
          (key, key_size, ptr_ptr, size_ptr, cas_ptr): (u32, u32, u32, u32, u32)| {
             Box::new(async move {
-                finish(
-                    get_shared_data(&mut caller, key, key_size, ptr_ptr, size_ptr, cas_ptr).await,
-                )
+                finish(get_shared_data(caller, key, key_size, ptr_ptr, size_ptr, cas_ptr).await)
             })
         },
     )?;
@@ -100,32 +98,32 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
     linker.func_wrap_async(
         HOST_MODULE,
         "proxy_dequeue_shared_queue",
-        |mut caller: Ctx<'_>, (token, ptr_ptr, size_ptr): (u32, u32, u32)| {
-            Box::new(async move { finish(dequeue(&mut caller, token, ptr_ptr, size_ptr).await) })
+        |caller: Ctx<'_>, (token, ptr_ptr, size_ptr): (u32, u32, u32)| {
+            Box::new(async move { finish(dequeue(caller, token, ptr_ptr, size_ptr).await) })
         },
     )?;
     Ok(())
 }
 
 async fn get_shared_data(
-    caller: &mut Ctx<'_>,
+    mut caller: Ctx<'_>,
     key: u32,
     key_size: u32,
     ptr_ptr: u32,
     size_ptr: u32,
     cas_ptr: u32,
 ) -> HostResult {
-    let (value, cas) = with_memory(caller, |view, data| {
+    let (value, cas) = with_memory(&mut caller, |view, data| {
         let key = slice(view, key, key_size)?;
         data.host.shared_data.get(&data.plugin.vm_id, key)
     })??;
-    copy_to_guest(caller, &value, ptr_ptr, size_ptr).await?;
-    write_u32(caller, cas_ptr, cas)?;
-    Ok(())
+    // The CAS first: `copy_to_guest` is the last thing a host function does.
+    write_u32(&mut caller, cas_ptr, cas)?;
+    copy_to_guest(caller, &value, ptr_ptr, size_ptr).await
 }
 
-async fn dequeue(caller: &mut Ctx<'_>, token: u32, ptr_ptr: u32, size_ptr: u32) -> HostResult {
-    let item = state(caller).host.queues.dequeue(token)?;
+async fn dequeue(mut caller: Ctx<'_>, token: u32, ptr_ptr: u32, size_ptr: u32) -> HostResult {
+    let item = state(&mut caller).host.queues.dequeue(token)?;
     copy_to_guest(caller, &item, ptr_ptr, size_ptr).await
 }
 

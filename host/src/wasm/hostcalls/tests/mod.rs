@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 use prometheus::Registry;
 use wasmtime::{Linker, Memory, Store, Val};
 use weft_abi::{
-    BufferType, HOST_FUNCTIONS, HOST_MODULE, MapType, Status, decode_map, encode_map,
+    BufferType, HOST_FUNCTIONS, HOST_MODULE, MapType, Status, WeftExport, decode_map, encode_map,
     wasi::{WASI_FUNCTIONS, WASI_MODULE},
 };
 
@@ -223,8 +223,13 @@ const GUEST: &str = r#"
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (global $next (mut i32) (i32.const 32768))
+  (global $allocations (export "allocations") (mut i32) (i32.const 0))
   (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
     (local $at i32)
+    global.get $allocations
+    i32.const 1
+    i32.add
+    global.set $allocations
     global.get $next
     local.set $at
     global.get $next
@@ -266,7 +271,13 @@ struct Guest {
 }
 
 async fn guest(host: &Arc<WasmHost>) -> Guest {
-    let module = host.runtime.compile(GUEST.as_bytes()).expect("compiles");
+    guest_from(host, GUEST).await
+}
+
+/// A guest of module `wat` (which has [`GUEST`]'s exports), with its host buffer resolved as
+/// an instance resolves it after its start function.
+async fn guest_from(host: &Arc<WasmHost>, wat: &str) -> Guest {
+    let module = host.runtime.compile(wat.as_bytes()).expect("compiles");
     let Fixture {
         data,
         events,
@@ -281,9 +292,20 @@ async fn guest(host: &Arc<WasmHost>) -> Guest {
     let allocate = instance
         .get_typed_func::<u32, u32>(&mut store, "proxy_on_memory_allocate")
         .expect("allocator");
+    let host_buffer = match instance
+        .get_typed_func::<(), u64>(&mut store, WeftExport::HostBuffer.name())
+        .ok()
+    {
+        Some(export) => {
+            let bits = export.call_async(&mut store, ()).await.expect("returns");
+            host_buffer_region(bits, memory.data_size(&store)).ok()
+        }
+        None => None,
+    };
     store.data_mut().data.exports = Some(Exports {
         memory,
         allocate: Some(allocate),
+        host_buffer,
         on_context_create: None,
         on_vm_start: None,
         on_configure: None,
@@ -332,6 +354,15 @@ impl Guest {
     fn word(&self, at: u32) -> u32 {
         let b = self.bytes(at, 4);
         u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// How many times the host called the guest's allocator.
+    fn allocations(&mut self) -> u32 {
+        let global = self
+            .instance
+            .get_global(&mut self.store, "allocations")
+            .expect("the allocation counter");
+        global.get(&mut self.store).unwrap_i32() as u32
     }
 
     /// What the host handed back through `RET_PTR` / `RET_SIZE`.
@@ -383,4 +414,5 @@ const INVALID_MEMORY_ACCESS: u32 = Status::InvalidMemoryAccess as u32;
 mod bodies;
 mod calls;
 mod headers;
+mod host_buffer;
 mod state;
