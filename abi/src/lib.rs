@@ -32,7 +32,9 @@
 //!   is not here.
 //! - The names that link a module to its host: the 39 [`HOST_FUNCTIONS`] (as
 //!   [`HostFunction`]) in module [`HOST_MODULE`], and the 31 [`GUEST_EXPORTS`] (as
-//!   [`GuestExport`]).
+//!   [`GuestExport`]); weft's one extension, [`DEFAULT_CALLBACKS_EXPORT`] with its
+//!   [`StreamCallback`] bits, through which a weft-sdk module lets the host skip the stream
+//!   callbacks its filter leaves at their no-op defaults.
 //! - The header-map wire format: [`encode_map`], [`encode_map_into`], [`decode_map`],
 //!   [`decode_map_limited`].
 //! - Property paths and values as Envoy encodes them: [`split_property_path`],
@@ -62,7 +64,10 @@ pub use map::{
     MapError, MapLimits, MapPart, Pair, decode_map, decode_map_limited, encode_map,
     encode_map_into, encoded_map_len,
 };
-pub use names::{GUEST_EXPORTS, GuestExport, HOST_FUNCTIONS, HOST_MODULE, HostFunction};
+pub use names::{
+    DEFAULT_CALLBACKS_EXPORT, GUEST_EXPORTS, GuestExport, HOST_FUNCTIONS, HOST_MODULE,
+    HostFunction, StreamCallback,
+};
 pub use property::{
     PropertyError, decode_property_bool, decode_property_f64, decode_property_i64,
     decode_property_u64, encode_property_bool, encode_property_duration, encode_property_f64,

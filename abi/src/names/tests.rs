@@ -214,3 +214,26 @@ fn unknown_names_are_none() {
     assert_eq!(GuestExport::from_name("proxy_on_start"), None);
     assert_eq!(HOST_MODULE, "env");
 }
+
+/// The word behind `weft_default_callbacks_v1` is a contract between modules and hosts built
+/// at different times: its name and bit numbers never change.
+#[test]
+fn default_callback_bits_are_fixed() {
+    assert_eq!(DEFAULT_CALLBACKS_EXPORT, "weft_default_callbacks_v1");
+    assert_eq!(GuestExport::from_name(DEFAULT_CALLBACKS_EXPORT), None);
+    let bits: Vec<(&str, u32)> = StreamCallback::ALL
+        .iter()
+        .map(|c| (c.export().name(), c.bit()))
+        .collect();
+    assert_eq!(
+        bits,
+        [
+            ("proxy_on_request_headers", 1),
+            ("proxy_on_request_body", 2),
+            ("proxy_on_request_trailers", 4),
+            ("proxy_on_response_headers", 8),
+            ("proxy_on_response_body", 16),
+            ("proxy_on_response_trailers", 32),
+        ]
+    );
+}

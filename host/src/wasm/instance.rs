@@ -10,7 +10,7 @@
 
 use std::{
     sync::{
-        Arc, Weak,
+        Arc, OnceLock, Weak,
         atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -18,7 +18,7 @@ use std::{
 
 use bytes::Bytes;
 use wasmtime::{InstancePre, Store, TypedFunc, WasmParams, WasmResults};
-use weft_abi::GuestExport;
+use weft_abi::{DEFAULT_CALLBACKS_EXPORT, GuestExport, StreamCallback};
 
 use super::{
     context::{Delivery, Exports, GrpcEvent, HostData, RootEvent, Side, StreamData, StreamHandle},
@@ -124,7 +124,7 @@ pub enum StreamCall {
 
 /// The guest function a [`StreamCall`] comes down to (see [`Instance::plan`]).
 enum Plan<'e> {
-    /// Nothing to call (the guest lacks the callback): this value.
+    /// Nothing to call (the guest lacks the callback, or noted it as a no-op): this value.
     Done(u32),
     /// The `start` trampoline: context creation and request headers.
     Start(
@@ -161,6 +161,9 @@ pub struct Instance {
     calls: prometheus::IntCounter,
     /// The trampolines' exports, when the guest exports every callback they call.
     trampolines: Option<Trampolines>,
+    /// Where in the guest's memory it notes the stream callbacks that do nothing (weft's
+    /// extension [`DEFAULT_CALLBACKS_EXPORT`]; weft-sdk modules have it). Set once, at start.
+    default_callbacks: OnceLock<u32>,
 }
 
 /// `start` and `finish` (see [`WasmHost::trampolines`]).
@@ -255,6 +258,7 @@ impl Instance {
             busy_since: AtomicU64::new(0),
             calls: host.calls.with_label_values(&[&spec.plugin]),
             trampolines,
+            default_callbacks: OnceLock::new(),
         });
         let _ = cell.set(Arc::downgrade(&live));
         // Counted from here: dropping a failed start undoes the gauge in `Drop`.
@@ -285,6 +289,18 @@ impl Instance {
                     .map_err(|f| start(format!("`{name}` failed: {f}")))?;
                 break;
             }
+        }
+        // weft's extension: the address of the word in which the guest notes the stream
+        // callbacks that do nothing. A function of another shape under that name is not it.
+        let noted = instance
+            .get_func(&mut *store, DEFAULT_CALLBACKS_EXPORT)
+            .and_then(|func| func.typed::<(), u32>(&*store).ok());
+        if let Some(func) = noted {
+            let address = self
+                .invoke(&mut store, &func, (), self.root_id)
+                .await
+                .map_err(|f| start(format!("`{DEFAULT_CALLBACKS_EXPORT}` failed: {f}")))?;
+            let _ = self.default_callbacks.set(address);
         }
         if let Some(create) = &self.exports.on_context_create {
             self.invoke(&mut store, create, (self.root_id, 0), self.root_id)
@@ -485,7 +501,7 @@ impl Instance {
 
     /// Runs a call on a stream context `context` of this instance, lending it `stream` for the
     /// call. Returns the callback's return value (the action for phase callbacks; 0 when the
-    /// module does not export the callback).
+    /// module does not export the callback or noted it as a no-op).
     pub async fn stream_call(
         self: &Arc<Self>,
         stream: &mut Option<Box<StreamData>>,
@@ -609,13 +625,21 @@ impl Instance {
                 headers,
                 end_of_stream,
             } => {
-                let func = match side {
-                    Side::Request => e.on_request_headers.as_ref(),
-                    Side::Response => e.on_response_headers.as_ref(),
+                let (func, callback) = match side {
+                    Side::Request => (
+                        e.on_request_headers.as_ref(),
+                        StreamCallback::RequestHeaders,
+                    ),
+                    Side::Response => (
+                        e.on_response_headers.as_ref(),
+                        StreamCallback::ResponseHeaders,
+                    ),
                 };
                 match func {
-                    Some(f) => Plan::Phase(f, (context, headers, flag(end_of_stream))),
-                    None => Plan::Done(0),
+                    Some(f) if !self.noted_default(store, callback) => {
+                        Plan::Phase(f, (context, headers, flag(end_of_stream)))
+                    }
+                    _ => Plan::Done(0),
                 }
             }
             StreamCall::Body {
@@ -623,23 +647,33 @@ impl Instance {
                 size,
                 end_of_stream,
             } => {
-                let func = match side {
-                    Side::Request => e.on_request_body.as_ref(),
-                    Side::Response => e.on_response_body.as_ref(),
+                let (func, callback) = match side {
+                    Side::Request => (e.on_request_body.as_ref(), StreamCallback::RequestBody),
+                    Side::Response => (e.on_response_body.as_ref(), StreamCallback::ResponseBody),
                 };
                 match func {
-                    Some(f) => Plan::Phase(f, (context, size, flag(end_of_stream))),
-                    None => Plan::Done(0),
+                    Some(f) if !self.noted_default(store, callback) => {
+                        Plan::Phase(f, (context, size, flag(end_of_stream)))
+                    }
+                    _ => Plan::Done(0),
                 }
             }
             StreamCall::Trailers { side, trailers } => {
-                let func = match side {
-                    Side::Request => e.on_request_trailers.as_ref(),
-                    Side::Response => e.on_response_trailers.as_ref(),
+                let (func, callback) = match side {
+                    Side::Request => (
+                        e.on_request_trailers.as_ref(),
+                        StreamCallback::RequestTrailers,
+                    ),
+                    Side::Response => (
+                        e.on_response_trailers.as_ref(),
+                        StreamCallback::ResponseTrailers,
+                    ),
                 };
                 match func {
-                    Some(f) => Plan::Trailers(f, (context, trailers)),
-                    None => Plan::Done(0),
+                    Some(f) if !self.noted_default(store, callback) => {
+                        Plan::Trailers(f, (context, trailers))
+                    }
+                    _ => Plan::Done(0),
                 }
             }
             StreamCall::Delete | StreamCall::Finish => {
@@ -657,6 +691,25 @@ impl Instance {
             }
             StreamCall::HttpCallResponse { .. } | StreamCall::Grpc { .. } => Plan::Other(call),
         }
+    }
+
+    /// Whether the guest noted `callback` as one that does nothing and returns `Continue`
+    /// ([`DEFAULT_CALLBACKS_EXPORT`]): a bounds-checked read of its word, no guest call. The
+    /// chain then sees what a module without the callback gives: `Continue`. A broken
+    /// instance is called as before, so that the stream learns of the failure.
+    fn noted_default(&self, store: &GuestStore, callback: StreamCallback) -> bool {
+        let Some(&address) = self.default_callbacks.get() else {
+            return false;
+        };
+        if self.is_broken() {
+            return false;
+        }
+        let start = address as usize;
+        let word = start
+            .checked_add(4)
+            .and_then(|end| self.exports.memory.data(store).get(start..end))
+            .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok());
+        word.is_some_and(|word| u32::from_le_bytes(word) & callback.bit() != 0)
     }
 
     /// The calls [`plan`](Self::plan) leaves: context creation and the end of a stream for
