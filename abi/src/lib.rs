@@ -35,6 +35,9 @@
 //!   [`GuestExport`]); weft's own optional exports, [`WEFT_EXPORTS`] (as [`WeftExport`]).
 //! - The [host buffer](HostBuffer) extension: data handed to a guest without its allocator,
 //!   when the module exports `weft_host_buffer` (other hosts never call it).
+//! - The default-callbacks extension, [`DEFAULT_CALLBACKS_EXPORT`] with its [`StreamCallback`]
+//!   bits, through which a weft-sdk module lets the host skip the stream callbacks its filter
+//!   leaves at their no-op defaults.
 //! - The header-map wire format: [`encode_map`], [`encode_map_into`], [`decode_map`],
 //!   [`decode_map_limited`].
 //! - Property paths and values as Envoy encodes them: [`split_property_path`],
@@ -67,7 +70,8 @@ pub use map::{
     encode_map_into, encoded_map_len,
 };
 pub use names::{
-    GUEST_EXPORTS, GuestExport, HOST_FUNCTIONS, HOST_MODULE, HostFunction, WEFT_EXPORTS, WeftExport,
+    DEFAULT_CALLBACKS_EXPORT, GUEST_EXPORTS, GuestExport, HOST_FUNCTIONS, HOST_MODULE,
+    HostFunction, StreamCallback, WEFT_EXPORTS, WeftExport,
 };
 pub use property::{
     PropertyError, decode_property_bool, decode_property_f64, decode_property_i64,

@@ -1,6 +1,7 @@
 //! The names that link a module to its host: the 39 `proxy_*` functions the host exports
 //! ([`HostFunction`], [`HOST_FUNCTIONS`]) and the 31 functions a module may export for the
-//! host to call ([`GuestExport`], [`GUEST_EXPORTS`]).
+//! host to call ([`GuestExport`], [`GUEST_EXPORTS`]) — and weft's one extension,
+//! [`DEFAULT_CALLBACKS_EXPORT`].
 //!
 //! Both lists are the v0.2.1 spec's, in its order (`proxy-wasm/spec`,
 //! `abi-versions/v0.2.1/README.md`, "Functions exposed by the host" and "Callbacks exposed by
@@ -227,6 +228,63 @@ name_table! {
     }
 }
 
+/// weft's extension to the guest exports (not in the spec; Envoy and other hosts ignore it): a
+/// module built with weft-sdk exports `weft_default_callbacks_v1() -> i32`, the address in its
+/// linear memory of a little-endian `u32` in which bit [`StreamCallback::bit`] is set once the
+/// guest knows that callback to be a no-op that returns `Continue` (its filter type keeps the
+/// SDK's default). The host reads the word before each stream phase and does not enter the
+/// guest for a callback whose bit is set, as if the module did not export it. Bits are only
+/// ever set, never cleared.
+pub const DEFAULT_CALLBACKS_EXPORT: &str = "weft_default_callbacks_v1";
+
+/// A stream callback the host may skip, by its bit in the word behind
+/// [`DEFAULT_CALLBACKS_EXPORT`]. The numbers are part of that contract: never renumber them.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum StreamCallback {
+    /// `proxy_on_request_headers`.
+    RequestHeaders = 0,
+    /// `proxy_on_request_body`.
+    RequestBody = 1,
+    /// `proxy_on_request_trailers`.
+    RequestTrailers = 2,
+    /// `proxy_on_response_headers`.
+    ResponseHeaders = 3,
+    /// `proxy_on_response_body`.
+    ResponseBody = 4,
+    /// `proxy_on_response_trailers`.
+    ResponseTrailers = 5,
+}
+
+impl StreamCallback {
+    /// Every value, in bit order.
+    pub const ALL: [StreamCallback; 6] = [
+        StreamCallback::RequestHeaders,
+        StreamCallback::RequestBody,
+        StreamCallback::RequestTrailers,
+        StreamCallback::ResponseHeaders,
+        StreamCallback::ResponseBody,
+        StreamCallback::ResponseTrailers,
+    ];
+
+    /// The callback's bit in the word behind [`DEFAULT_CALLBACKS_EXPORT`].
+    pub const fn bit(self) -> u32 {
+        1 << self as u32
+    }
+
+    /// The guest export this is.
+    pub const fn export(self) -> GuestExport {
+        match self {
+            StreamCallback::RequestHeaders => GuestExport::OnRequestHeaders,
+            StreamCallback::RequestBody => GuestExport::OnRequestBody,
+            StreamCallback::RequestTrailers => GuestExport::OnRequestTrailers,
+            StreamCallback::ResponseHeaders => GuestExport::OnResponseHeaders,
+            StreamCallback::ResponseBody => GuestExport::OnResponseBody,
+            StreamCallback::ResponseTrailers => GuestExport::OnResponseTrailers,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -235,9 +293,12 @@ name_table! {
     /// extension that other hosts (Envoy) never call. The weft SDK exports each of them.
     pub enum WeftExport;
     /// The names of weft's own optional guest exports.
-    pub const WEFT_EXPORTS: [&str; 1];
+    pub const WEFT_EXPORTS: [&str; 2];
     {
         /// `() -> i64`: where the module's [host buffer](crate::HostBuffer) lies.
         HostBuffer => "weft_host_buffer",
+        /// `() -> i32`: where the word of [`StreamCallback`] bits lies (see
+        /// [`DEFAULT_CALLBACKS_EXPORT`]).
+        DefaultCallbacks => "weft_default_callbacks_v1",
     }
 }

@@ -66,6 +66,7 @@ fn filters<F: Filter, R>(f: impl FnOnce(&mut Filters<F>) -> R) -> R {
     INSTANCE.with(|i| {
         let mut instance = i.borrow_mut();
         let slot = instance.filters.get_or_insert_with(|| {
+            crate::defaults::register::<F>();
             Box::new(Filters::<F> {
                 configs: IdMap::default(),
                 streams: IdMap::default(),
@@ -76,6 +77,7 @@ fn filters<F: Filter, R>(f: impl FnOnce(&mut Filters<F>) -> R) -> R {
             None => {
                 // One module exports one filter type; a second type cannot happen through
                 // `export_filter!`, but a harness reused across types could do it.
+                crate::defaults::register::<F>();
                 *slot = Box::new(Filters::<F> {
                     configs: IdMap::default(),
                     streams: IdMap::default(),
@@ -454,6 +456,13 @@ macro_rules! export_filter {
             #[unsafe(no_mangle)]
             pub extern "C" fn _initialize() {
                 sdk::initialize()
+            }
+
+            // weft's extension (`weft_abi::DEFAULT_CALLBACKS_EXPORT`, the same name): where
+            // the module notes the stream callbacks its filter leaves at their no-op defaults.
+            #[unsafe(no_mangle)]
+            pub extern "C" fn weft_default_callbacks_v1() -> *const u32 {
+                sdk::default_callbacks()
             }
 
             #[unsafe(no_mangle)]

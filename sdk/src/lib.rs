@@ -92,6 +92,7 @@
 
 #![deny(missing_docs)]
 
+mod defaults;
 mod dispatch;
 mod error;
 mod ffi;
@@ -104,6 +105,7 @@ mod views;
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
+use weft_abi::StreamCallback;
 
 pub use error::{Error, Result};
 pub use host::{
@@ -118,6 +120,10 @@ pub use weft_abi::{Action, LogLevel};
 /// Request phases run top-down through the chain, response phases bottom-up. Each phase
 /// returns [`Action::Continue`] to go on or [`Action::Pause`] to hold the stream (after a local
 /// reply, a [`Request::delay`], or a callout it waits for).
+///
+/// A request or response phase left at its default costs nothing in weft: once the default
+/// has run, the module tells the host (weft's `weft_default_callbacks_v1` export, which other
+/// hosts ignore), and the host stops calling into the module for that phase.
 pub trait Filter: Sized + 'static {
     /// The filter's configuration: the `config` of its chain entry, as JSON. An absent
     /// `config` is parsed as `{}`.
@@ -136,24 +142,28 @@ pub trait Filter: Sized + 'static {
     /// The request headers arrived.
     fn on_request_headers(&mut self, request: &mut Request) -> Result<Action> {
         let _ = request;
+        defaults::default_ran::<Self>(StreamCallback::RequestHeaders);
         Ok(Action::Continue)
     }
 
     /// A piece of the request body arrived ([`Request::body`], [`Request::end_of_stream`]).
     fn on_request_body(&mut self, request: &mut Request) -> Result<Action> {
         let _ = request;
+        defaults::default_ran::<Self>(StreamCallback::RequestBody);
         Ok(Action::Continue)
     }
 
     /// The response headers arrived.
     fn on_response_headers(&mut self, response: &mut Response) -> Result<Action> {
         let _ = response;
+        defaults::default_ran::<Self>(StreamCallback::ResponseHeaders);
         Ok(Action::Continue)
     }
 
     /// A piece of the response body arrived.
     fn on_response_body(&mut self, response: &mut Response) -> Result<Action> {
         let _ = response;
+        defaults::default_ran::<Self>(StreamCallback::ResponseBody);
         Ok(Action::Continue)
     }
 
@@ -207,6 +217,7 @@ pub fn parse_config<F: Filter>(bytes: &[u8]) -> Result<F::Config, String> {
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::defaults::default_callbacks;
     pub use crate::dispatch::exports::*;
 
     /// `_initialize`: runs the module's static constructors, once, when the host starts the

@@ -5,6 +5,7 @@ mod admin;
 mod balance;
 mod callouts;
 mod containment;
+mod default_callbacks;
 mod drain;
 mod errors;
 mod filters;

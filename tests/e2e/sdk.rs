@@ -15,7 +15,7 @@ use weft_e2e::resources::{Filter, Plugin, edge};
 use weft_e2e::upstream::{Upstream, header_values};
 use weft_host::scaffold::{SdkSource, new_plugin};
 
-fn workspace() -> PathBuf {
+pub(crate) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")
@@ -24,7 +24,7 @@ fn workspace() -> PathBuf {
 
 /// Runs `cargo ARGS` in `dir` with target directory `target`; panics with its output on
 /// failure; returns its stdout and stderr.
-fn cargo(dir: &Path, target: &Path, args: &[&str]) -> String {
+pub(crate) fn cargo(dir: &Path, target: &Path, args: &[&str]) -> String {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(args).current_dir(dir);
     weft_test_artifacts::without_outer_cargo_env(&mut cmd).env("CARGO_TARGET_DIR", target);

@@ -217,7 +217,14 @@ fn unknown_names_are_none() {
 
 #[test]
 fn weft_exports_are_outside_the_spec() {
-    assert_eq!(WEFT_EXPORTS, ["weft_host_buffer"]);
+    assert_eq!(
+        WEFT_EXPORTS,
+        ["weft_host_buffer", "weft_default_callbacks_v1"]
+    );
+    assert_eq!(
+        WeftExport::DefaultCallbacks.name(),
+        DEFAULT_CALLBACKS_EXPORT
+    );
     for (export, name) in WeftExport::ALL.iter().zip(WEFT_EXPORTS) {
         assert_eq!(export.name(), name);
         assert_eq!(WeftExport::from_name(name), Some(*export));
@@ -227,4 +234,27 @@ fn weft_exports_are_outside_the_spec() {
             "{name} must not look like a spec name"
         );
     }
+}
+
+/// The word behind `weft_default_callbacks_v1` is a contract between modules and hosts built
+/// at different times: its name and bit numbers never change.
+#[test]
+fn default_callback_bits_are_fixed() {
+    assert_eq!(DEFAULT_CALLBACKS_EXPORT, "weft_default_callbacks_v1");
+    assert_eq!(GuestExport::from_name(DEFAULT_CALLBACKS_EXPORT), None);
+    let bits: Vec<(&str, u32)> = StreamCallback::ALL
+        .iter()
+        .map(|c| (c.export().name(), c.bit()))
+        .collect();
+    assert_eq!(
+        bits,
+        [
+            ("proxy_on_request_headers", 1),
+            ("proxy_on_request_body", 2),
+            ("proxy_on_request_trailers", 4),
+            ("proxy_on_response_headers", 8),
+            ("proxy_on_response_body", 16),
+            ("proxy_on_response_trailers", 32),
+        ]
+    );
 }

@@ -293,7 +293,8 @@ impl StreamData {
 pub type CallResponseParams = (u32, u32, u32, u32, u32);
 
 /// The calls into a guest, resolved once per instance. Every export but the allocator is
-/// optional: a module that does not export a callback behaves as if it returned "continue".
+/// optional: a module that does not export a callback — or notes it as a no-op, see
+/// [`weft_abi::DEFAULT_CALLBACKS_EXPORT`] — behaves as if it returned "continue".
 #[derive(Clone)]
 pub struct Exports {
     /// The instance's linear memory.

@@ -10,7 +10,7 @@
 
 use std::{
     sync::{
-        Arc, Weak,
+        Arc, OnceLock, Weak,
         atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -18,7 +18,7 @@ use std::{
 
 use bytes::Bytes;
 use wasmtime::{InstancePre, Store, TypedFunc, WasmParams, WasmResults};
-use weft_abi::{GuestExport, WeftExport};
+use weft_abi::{GuestExport, StreamCallback, WeftExport};
 
 use super::{
     context::{Delivery, Exports, GrpcEvent, HostData, RootEvent, Side, StreamData, StreamHandle},
@@ -128,6 +128,8 @@ type StreamArgs = (u32, u32, u32, u32, u32);
 
 /// What a [`StreamCall`] comes down to (see [`Instance::plan`]).
 enum Plan<'e> {
+    /// Nothing to call (the guest noted the callback as a no-op): this value.
+    Done(u32),
     /// The trampolines' `stream` export with these arguments: every call a stream makes on a
     /// guest that exports every stream callback.
     Stream(&'e TypedFunc<StreamArgs, u32>, StreamArgs),
@@ -156,6 +158,9 @@ pub struct Instance {
     calls: prometheus::IntCounter,
     /// The trampolines' exports, when the guest exports every callback they call.
     trampolines: Option<Trampolines>,
+    /// Where in the guest's memory it notes the stream callbacks that do nothing (weft's
+    /// extension [`DEFAULT_CALLBACKS_EXPORT`]; weft-sdk modules have it). Set once, at start.
+    default_callbacks: OnceLock<u32>,
 }
 
 /// The trampolines' export (see [`WasmHost::trampolines`]).
@@ -233,6 +238,7 @@ impl Instance {
             busy_since: AtomicU64::new(0),
             calls: host.calls.with_label_values(&[&spec.plugin]),
             trampolines,
+            default_callbacks: OnceLock::new(),
         });
         let _ = cell.set(Arc::downgrade(&live));
         // Counted from here: dropping a failed start undoes the gauge in `Drop`.
@@ -267,6 +273,18 @@ impl Instance {
         self.resolve_host_buffer(&mut store, instance)
             .await
             .map_err(|f| start(format!("`{}` failed: {f}", WeftExport::HostBuffer)))?;
+        // weft's extension: the address of the word in which the guest notes the stream
+        // callbacks that do nothing. A function of another shape under that name is not it.
+        let noted = instance
+            .get_func(&mut *store, WeftExport::DefaultCallbacks.name())
+            .and_then(|func| func.typed::<(), u32>(&*store).ok());
+        if let Some(func) = noted {
+            let address = self
+                .invoke(&mut store, &func, (), self.root_id)
+                .await
+                .map_err(|f| start(format!("`{}` failed: {f}", WeftExport::DefaultCallbacks)))?;
+            let _ = self.default_callbacks.set(address);
+        }
         if let Some(create) = &self.exports.on_context_create {
             self.invoke(&mut store, create, (self.root_id, 0), self.root_id)
                 .await
@@ -508,7 +526,7 @@ impl Instance {
 
     /// Runs a call on a stream context `context` of this instance, lending it `stream` for the
     /// call. Returns the callback's return value (the action for phase callbacks; 0 when the
-    /// module does not export the callback).
+    /// module does not export the callback or noted it as a no-op).
     pub async fn stream_call(
         self: &Arc<Self>,
         stream: &mut Option<Box<StreamData>>,
@@ -538,6 +556,7 @@ impl Instance {
             StreamCall::Headers { .. } | StreamCall::Body { .. } | StreamCall::Trailers { .. }
         );
         let result = match self.plan(&mut store, context, slot, call) {
+            Plan::Done(value) => Ok(value),
             Plan::Stream(f, args) => self.invoke(&mut store, f, args, context).await,
             // Boxed: the rare calls keep the future of the common ones small.
             Plan::Other(call) => Box::pin(self.dispatch(&mut store, context, call)).await,
@@ -612,6 +631,24 @@ impl Instance {
             }
             _ => {}
         }
+        let callback = match &call {
+            StreamCall::Headers { side, .. } => Some(match side {
+                Side::Request => StreamCallback::RequestHeaders,
+                Side::Response => StreamCallback::ResponseHeaders,
+            }),
+            StreamCall::Body { side, .. } => Some(match side {
+                Side::Request => StreamCallback::RequestBody,
+                Side::Response => StreamCallback::ResponseBody,
+            }),
+            StreamCall::Trailers { side, .. } => Some(match side {
+                Side::Request => StreamCallback::RequestTrailers,
+                Side::Response => StreamCallback::ResponseTrailers,
+            }),
+            _ => None,
+        };
+        if callback.is_some_and(|c| self.noted_default(store, c)) {
+            return Plan::Done(0);
+        }
         let Some(t) = &self.trampolines else {
             return Plan::Other(call);
         };
@@ -657,6 +694,25 @@ impl Instance {
             | StreamCall::Grpc { .. } => return Plan::Other(call),
         };
         Plan::Stream(&t.stream, (op as u32, context, a, b, c))
+    }
+
+    /// Whether the guest noted `callback` as one that does nothing and returns `Continue`
+    /// ([`weft_abi::DEFAULT_CALLBACKS_EXPORT`]): a bounds-checked read of its word, no guest call. The
+    /// chain then sees what a module without the callback gives: `Continue`. A broken
+    /// instance is called as before, so that the stream learns of the failure.
+    fn noted_default(&self, store: &GuestStore, callback: StreamCallback) -> bool {
+        let Some(&address) = self.default_callbacks.get() else {
+            return false;
+        };
+        if self.is_broken() {
+            return false;
+        }
+        let start = address as usize;
+        let word = start
+            .checked_add(4)
+            .and_then(|end| self.exports.memory.data(store).get(start..end))
+            .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok());
+        word.is_some_and(|word| u32::from_le_bytes(word) & callback.bit() != 0)
     }
 
     /// The calls [`plan`](Self::plan) leaves: context creation alone, callout answers, and

@@ -78,6 +78,26 @@ fn every_builtin_loads_by_name_and_honours_its_pin() {
     }
 }
 
+/// Built with weft-sdk, every built-in plugin tells the host which stream callbacks it leaves
+/// at their no-op defaults.
+#[test]
+fn every_builtin_exports_its_default_callbacks() {
+    let host = host();
+    for name in builtins() {
+        let bytes = builtin_module(name).expect("listed");
+        let compiled = host.runtime.compile(bytes).expect("compiles");
+        let export = compiled
+            .module
+            .exports()
+            .find(|e| e.name() == weft_abi::DEFAULT_CALLBACKS_EXPORT);
+        assert!(
+            export.is_some_and(|e| matches!(e.ty(), wasmtime::ExternType::Func(_))),
+            "builtin://{name} exports {}",
+            weft_abi::DEFAULT_CALLBACKS_EXPORT
+        );
+    }
+}
+
 #[test]
 fn an_unknown_builtin_names_the_ones_there_are() {
     let host = host();
