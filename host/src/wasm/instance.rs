@@ -10,23 +10,25 @@
 
 use std::{
     sync::{
-        Arc, OnceLock, Weak,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use bytes::Bytes;
-use wasmtime::{InstancePre, Store, TypedFunc, WasmParams, WasmResults};
-use weft_abi::{GuestExport, StreamCallback, WeftExport};
+use wasmtime::{Store, TypedFunc, WasmParams, WasmResults};
+use weft_abi::StreamCallback;
 
 use super::{
-    context::{Delivery, Exports, GrpcEvent, HostData, RootEvent, Side, StreamData, StreamHandle},
+    context::{Exports, GrpcEvent, HostData, Side, StreamData, StreamHandle},
     host::{FailureReason, StreamOp, WasmHost},
-    hostcalls::host_buffer_region,
     properties::PluginIdentity,
     runtime::{GuestLimits, GuestState, WasmError, WasmRuntime},
 };
+
+mod deliver;
+mod start;
 
 /// A store holding one instance.
 pub type GuestStore = Store<GuestState<HostData>>;
@@ -159,7 +161,7 @@ pub struct Instance {
     /// The trampolines' exports, when the guest exports every callback they call.
     trampolines: Option<Trampolines>,
     /// Where in the guest's memory it notes the stream callbacks that do nothing (weft's
-    /// extension [`DEFAULT_CALLBACKS_EXPORT`]; weft-sdk modules have it). Set once, at start.
+    /// extension [`weft_abi::DEFAULT_CALLBACKS_EXPORT`]; weft-sdk modules have it). Set once, at start.
     default_callbacks: OnceLock<u32>,
 }
 
@@ -168,202 +170,7 @@ struct Trampolines {
     stream: TypedFunc<StreamArgs, u32>,
 }
 
-/// Export lookup helper: an optional typed export.
-fn export<P: WasmParams, R: WasmResults>(
-    instance: &wasmtime::Instance,
-    store: &mut GuestStore,
-    name: GuestExport,
-) -> Result<Option<TypedFunc<P, R>>, String> {
-    match instance.get_func(&mut *store, name.name()) {
-        None => Ok(None),
-        Some(func) => func
-            .typed::<P, R>(&*store)
-            .map(Some)
-            .map_err(|e| format!("export `{name}` has the wrong signature: {e}")),
-    }
-}
-
 impl Instance {
-    /// Instantiates the module, runs its start function, creates the root context and runs
-    /// `proxy_on_vm_start` and `proxy_on_configure`. `Err` says why the instance cannot serve —
-    /// a configuration the plugin rejects included.
-    pub async fn start(
-        host: &Arc<WasmHost>,
-        pre: &InstancePre<GuestState<HostData>>,
-        spec: &InstanceSpec,
-    ) -> Result<Arc<Instance>, Failure> {
-        let data = HostData::new(
-            host.clone(),
-            spec.identity.clone(),
-            spec.configuration.clone(),
-            Bytes::new(),
-        );
-        let cell = data.instance.clone();
-        let mut store = host.runtime.store(GuestState::new(spec.limits, data));
-        let start_failure = |detail: String| Failure {
-            reason: FailureReason::Start,
-            detail,
-            stale: false,
-        };
-        let instance = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| start_failure(format!("cannot instantiate: {e:#}")))?;
-        let exports = resolve_exports(&instance, &mut store).map_err(start_failure)?;
-        store.data_mut().data.exports = Some(exports.clone());
-        let trampolines = match exports.stream_callbacks() {
-            Some(imports) => {
-                let module = wasmtime::Instance::new_async(&mut store, &host.trampolines, &imports)
-                    .await
-                    .map_err(|e| start_failure(format!("cannot link the trampolines: {e:#}")))?;
-                let stream = module
-                    .get_typed_func(&mut store, "stream")
-                    .map_err(|e| start_failure(format!("trampoline `stream`: {e:#}")))?;
-                Some(Trampolines { stream })
-            }
-            None => None,
-        };
-        let root_id = 1;
-        let live = Arc::new(Instance {
-            store: futures_util::lock::Mutex::new(store),
-            exports,
-            root_id,
-            host: host.clone(),
-            plugin: spec.plugin.clone(),
-            broken: AtomicBool::new(false),
-            next_context: AtomicU32::new(root_id + 1),
-            live: AtomicUsize::new(0),
-            tick_generation: AtomicU64::new(0),
-            memory_bytes: AtomicUsize::new(0),
-            busy_since: AtomicU64::new(0),
-            calls: host.calls.with_label_values(&[&spec.plugin]),
-            trampolines,
-            default_callbacks: OnceLock::new(),
-        });
-        let _ = cell.set(Arc::downgrade(&live));
-        // Counted from here: dropping a failed start undoes the gauge in `Drop`.
-        host.instances_created
-            .with_label_values(&[&spec.plugin])
-            .inc();
-        host.instances.with_label_values(&[&spec.plugin]).inc();
-        live.initialize(&instance, spec).await?;
-        Ok(live)
-    }
-
-    async fn initialize(
-        self: &Arc<Self>,
-        instance: &wasmtime::Instance,
-        spec: &InstanceSpec,
-    ) -> Result<(), Failure> {
-        let mut store = self.store.lock().await;
-        let start = |detail: String| Failure {
-            reason: FailureReason::Start,
-            detail,
-            stale: false,
-        };
-        // Reactor modules (`_initialize`) and command modules (`_start`) both get their start.
-        for name in [GuestExport::Initialize, GuestExport::Start] {
-            if let Some(func) = export::<(), ()>(instance, &mut store, name).map_err(start)? {
-                self.invoke(&mut store, &func, (), self.root_id)
-                    .await
-                    .map_err(|f| start(format!("`{name}` failed: {f}")))?;
-                break;
-            }
-        }
-        self.resolve_host_buffer(&mut store, instance)
-            .await
-            .map_err(|f| start(format!("`{}` failed: {f}", WeftExport::HostBuffer)))?;
-        // weft's extension: the address of the word in which the guest notes the stream
-        // callbacks that do nothing. A function of another shape under that name is not it.
-        let noted = instance
-            .get_func(&mut *store, WeftExport::DefaultCallbacks.name())
-            .and_then(|func| func.typed::<(), u32>(&*store).ok());
-        if let Some(func) = noted {
-            let address = self
-                .invoke(&mut store, &func, (), self.root_id)
-                .await
-                .map_err(|f| start(format!("`{}` failed: {f}", WeftExport::DefaultCallbacks)))?;
-            let _ = self.default_callbacks.set(address);
-        }
-        if let Some(create) = &self.exports.on_context_create {
-            self.invoke(&mut store, create, (self.root_id, 0), self.root_id)
-                .await
-                .map_err(|f| start(format!("creating the root context failed: {f}")))?;
-        }
-        if let Some(vm_start) = &self.exports.on_vm_start {
-            let size = store.data().data.vm_configuration.len() as u32;
-            let ok = self
-                .invoke(&mut store, vm_start, (self.root_id, size), self.root_id)
-                .await
-                .map_err(|f| start(format!("proxy_on_vm_start failed: {f}")))?;
-            if ok == 0 {
-                return Err(start("proxy_on_vm_start returned false".into()));
-            }
-        }
-        if let Some(configure) = &self.exports.on_configure {
-            store.data_mut().data.last_error = None;
-            let size = spec.configuration.len() as u32;
-            let ok = self
-                .invoke(&mut store, configure, (self.root_id, size), self.root_id)
-                .await
-                .map_err(|f| start(format!("proxy_on_configure failed: {f}")))?;
-            if ok == 0 {
-                // The plugin's own reason, when it logged one (the weft SDK always does).
-                let detail = match store.data_mut().data.last_error.take() {
-                    Some(reason) => format!("the plugin rejected its configuration: {reason}"),
-                    None => "the plugin rejected its configuration (proxy_on_configure \
-                             returned false)"
-                        .into(),
-                };
-                return Err(start(detail));
-            }
-        }
-        self.after_call(&mut store);
-        Ok(())
-    }
-
-    /// weft's host buffer ([`weft_abi::HostBuffer`]): when the guest exports
-    /// `weft_host_buffer`, calls it once and keeps the region in the store's exports if a host
-    /// function may write it; a wrong signature or a region that is not valid is ignored (the
-    /// allocator serves, as on any host without the extension). A trap is the guest's failure.
-    async fn resolve_host_buffer(
-        &self,
-        store: &mut GuestStore,
-        instance: &wasmtime::Instance,
-    ) -> Result<(), Failure> {
-        let name = WeftExport::HostBuffer;
-        let Some(func) = instance.get_func(&mut *store, name.name()) else {
-            return Ok(());
-        };
-        let func = match func.typed::<(), u64>(&*store) {
-            Ok(func) => func,
-            Err(error) => {
-                tracing::debug!(plugin = %self.plugin, %error, "ignoring `{name}`: wrong signature");
-                return Ok(());
-            }
-        };
-        let bits = self.invoke(store, &func, (), self.root_id).await?;
-        let memory_len = self.exports.memory.data_size(&*store);
-        match host_buffer_region(bits, memory_len) {
-            Ok(region) => {
-                if let Some(exports) = &mut store.data_mut().data.exports {
-                    exports.host_buffer = Some(region);
-                }
-            }
-            Err(reason) => {
-                tracing::debug!(plugin = %self.plugin, bits, reason, "ignoring `{name}`");
-            }
-        }
-        Ok(())
-    }
-
-    /// The host buffer host functions write into, if the guest has a valid one.
-    #[cfg(test)]
-    pub(crate) async fn host_buffer(&self) -> Option<weft_abi::HostBuffer> {
-        let store = self.store.lock().await;
-        store.data().data.exports.as_ref()?.host_buffer
-    }
-
     /// Whether a failure has retired this instance.
     pub fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed)
@@ -714,240 +521,6 @@ impl Instance {
             .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok());
         word.is_some_and(|word| u32::from_le_bytes(word) & callback.bit() != 0)
     }
-
-    /// The calls [`plan`](Self::plan) leaves: context creation alone, callout answers, and
-    /// every stream call on a guest without every callback the trampolines need (one guest call
-    /// after another; a callback the guest lacks is `Continue`).
-    async fn dispatch(
-        self: &Arc<Self>,
-        store: &mut GuestStore,
-        context: u32,
-        call: StreamCall,
-    ) -> Result<u32, Failure> {
-        let e = &self.exports;
-        let root = self.root_id;
-        match call {
-            StreamCall::Create { .. } | StreamCall::Start { .. } => {
-                if let Some(f) = &e.on_context_create {
-                    self.invoke(store, f, (context, root), context).await?;
-                }
-                let StreamCall::Start {
-                    headers,
-                    end_of_stream,
-                    ..
-                } = call
-                else {
-                    return Ok(0);
-                };
-                match &e.on_request_headers {
-                    Some(f) => {
-                        let params = (context, headers, u32::from(end_of_stream));
-                        self.invoke(store, f, params, context).await
-                    }
-                    None => Ok(0),
-                }
-            }
-            StreamCall::Finish => {
-                if let Some(f) = &e.on_done {
-                    self.invoke(store, f, context, context).await?;
-                }
-                if let Some(f) = &e.on_log {
-                    self.invoke(store, f, context, context).await?;
-                }
-                match &e.on_delete {
-                    Some(f) => self.invoke(store, f, context, context).await.map(|()| 0),
-                    None => Ok(0),
-                }
-            }
-            StreamCall::HttpCallResponse { token, response } => self
-                .deliver_http_call(store, token, *response)
-                .await
-                .map(|()| 0),
-            StreamCall::Grpc { token, event } => {
-                self.deliver_grpc(store, token, *event).await.map(|()| 0)
-            }
-            StreamCall::Headers {
-                side,
-                headers,
-                end_of_stream,
-            } => {
-                let func = match side {
-                    Side::Request => &e.on_request_headers,
-                    Side::Response => &e.on_response_headers,
-                };
-                let params = (context, headers, u32::from(end_of_stream));
-                match func {
-                    Some(f) => self.invoke(store, f, params, context).await,
-                    None => Ok(0),
-                }
-            }
-            StreamCall::Body {
-                side,
-                size,
-                end_of_stream,
-            } => {
-                let func = match side {
-                    Side::Request => &e.on_request_body,
-                    Side::Response => &e.on_response_body,
-                };
-                let params = (context, size, u32::from(end_of_stream));
-                match func {
-                    Some(f) => self.invoke(store, f, params, context).await,
-                    None => Ok(0),
-                }
-            }
-            StreamCall::Trailers { side, trailers } => {
-                let func = match side {
-                    Side::Request => &e.on_request_trailers,
-                    Side::Response => &e.on_response_trailers,
-                };
-                match func {
-                    Some(f) => self.invoke(store, f, (context, trailers), context).await,
-                    None => Ok(0),
-                }
-            }
-            StreamCall::Delete => match &e.on_delete {
-                Some(f) => self.invoke(store, f, context, context).await.map(|()| 0),
-                None => Ok(0),
-            },
-        }
-    }
-
-    async fn deliver_http_call(
-        &self,
-        store: &mut GuestStore,
-        token: u32,
-        response: super::callout::CalloutResponse,
-    ) -> Result<(), Failure> {
-        let Some(f) = self.exports.on_http_call_response.clone() else {
-            return Ok(());
-        };
-        let headers = response.headers.len() as u32;
-        let body = response.body.len() as u32;
-        let trailers = response.trailers.len() as u32;
-        store.data_mut().data.delivery = Some(Delivery {
-            headers: response.headers,
-            trailers: response.trailers,
-            body: response.body,
-        });
-        let root = self.root_id;
-        let result = self
-            .invoke(store, &f, (root, token, headers, body, trailers), root)
-            .await;
-        store.data_mut().data.delivery = None;
-        result
-    }
-
-    async fn deliver_grpc(
-        &self,
-        store: &mut GuestStore,
-        token: u32,
-        event: GrpcEvent,
-    ) -> Result<(), Failure> {
-        let root = self.root_id;
-        let e = &self.exports;
-        let (func, count, delivery) = match event {
-            GrpcEvent::InitialMetadata(headers) => (
-                e.on_grpc_receive_initial_metadata.as_ref(),
-                headers.len() as u32,
-                Delivery {
-                    headers,
-                    ..Delivery::default()
-                },
-            ),
-            GrpcEvent::Message(body) => (
-                e.on_grpc_receive.as_ref(),
-                body.len() as u32,
-                Delivery {
-                    body,
-                    ..Delivery::default()
-                },
-            ),
-            GrpcEvent::TrailingMetadata(trailers) => (
-                e.on_grpc_receive_trailing_metadata.as_ref(),
-                trailers.len() as u32,
-                Delivery {
-                    trailers,
-                    ..Delivery::default()
-                },
-            ),
-            GrpcEvent::Close { status, message } => {
-                let data = &mut store.data_mut().data;
-                data.status = (status, message);
-                data.grpc.remove(&token);
-                (e.on_grpc_close.as_ref(), status, Delivery::default())
-            }
-        };
-        let Some(func) = func.cloned() else {
-            return Ok(());
-        };
-        store.data_mut().data.delivery = Some(delivery);
-        let result = self.invoke(store, &func, (root, token, count), root).await;
-        store.data_mut().data.delivery = None;
-        result
-    }
-
-    /// Runs a root-context callback on a task of its own.
-    pub fn spawn_root(self: &Arc<Self>, event: RootEvent) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            if let Some(instance) = weak.upgrade() {
-                instance.root_call(event).await;
-            }
-        });
-    }
-
-    async fn root_call(self: &Arc<Self>, event: RootEvent) {
-        if self.is_broken() {
-            return;
-        }
-        let mut store = self.store.lock().await;
-        let root = self.root_id;
-        let result = match event {
-            RootEvent::Tick => match &self.exports.on_tick {
-                Some(f) => self.invoke(&mut store, f, root, root).await,
-                None => Ok(()),
-            },
-            RootEvent::QueueReady(queue) => match &self.exports.on_queue_ready {
-                Some(f) => self.invoke(&mut store, f, (root, queue), root).await,
-                None => Ok(()),
-            },
-            RootEvent::HttpCall { token, response } => {
-                self.deliver_http_call(&mut store, token, response).await
-            }
-            RootEvent::Grpc { token, event } => self.deliver_grpc(&mut store, token, event).await,
-        };
-        if let Err(failure) = result {
-            tracing::debug!(plugin = %self.plugin, %failure, "root context callback failed");
-        }
-        self.after_call(&mut store);
-    }
-
-    /// (Re)starts the ticker at `period`; zero stops it.
-    fn start_ticker(self: &Arc<Self>, period: Duration) {
-        let generation = self.tick_generation.fetch_add(1, Ordering::Relaxed) + 1;
-        if period.is_zero() {
-            return;
-        }
-        let weak: Weak<Instance> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut interval =
-                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                let Some(instance) = weak.upgrade() else {
-                    return;
-                };
-                if instance.tick_generation.load(Ordering::Relaxed) != generation
-                    || instance.is_broken()
-                {
-                    return;
-                }
-                instance.root_call(RootEvent::Tick).await;
-            }
-        });
-    }
 }
 
 impl Drop for Instance {
@@ -964,51 +537,4 @@ impl Drop for Instance {
             grpc.abort.abort();
         }
     }
-}
-
-/// Resolves the exports the host calls; only the memory is required.
-fn resolve_exports(
-    instance: &wasmtime::Instance,
-    store: &mut GuestStore,
-) -> Result<Exports, String> {
-    let memory = instance
-        .get_memory(&mut *store, "memory")
-        .ok_or("the module exports no memory")?;
-    let allocate = match export(instance, store, GuestExport::OnMemoryAllocate)? {
-        Some(f) => Some(f),
-        None => export(instance, store, GuestExport::Malloc)?,
-    };
-    Ok(Exports {
-        memory,
-        allocate,
-        // Resolved once the start function has run (`Instance::resolve_host_buffer`).
-        host_buffer: None,
-        on_context_create: export(instance, store, GuestExport::OnContextCreate)?,
-        on_vm_start: export(instance, store, GuestExport::OnVmStart)?,
-        on_configure: export(instance, store, GuestExport::OnConfigure)?,
-        on_tick: export(instance, store, GuestExport::OnTick)?,
-        on_queue_ready: export(instance, store, GuestExport::OnQueueReady)?,
-        on_request_headers: export(instance, store, GuestExport::OnRequestHeaders)?,
-        on_request_body: export(instance, store, GuestExport::OnRequestBody)?,
-        on_request_trailers: export(instance, store, GuestExport::OnRequestTrailers)?,
-        on_response_headers: export(instance, store, GuestExport::OnResponseHeaders)?,
-        on_response_body: export(instance, store, GuestExport::OnResponseBody)?,
-        on_response_trailers: export(instance, store, GuestExport::OnResponseTrailers)?,
-        on_log: export(instance, store, GuestExport::OnLog)?,
-        on_done: export(instance, store, GuestExport::OnDone)?,
-        on_delete: export(instance, store, GuestExport::OnDelete)?,
-        on_http_call_response: export(instance, store, GuestExport::OnHttpCallResponse)?,
-        on_grpc_receive_initial_metadata: export(
-            instance,
-            store,
-            GuestExport::OnGrpcReceiveInitialMetadata,
-        )?,
-        on_grpc_receive: export(instance, store, GuestExport::OnGrpcReceive)?,
-        on_grpc_receive_trailing_metadata: export(
-            instance,
-            store,
-            GuestExport::OnGrpcReceiveTrailingMetadata,
-        )?,
-        on_grpc_close: export(instance, store, GuestExport::OnGrpcClose)?,
-    })
 }
