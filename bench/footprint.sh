@@ -26,15 +26,11 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-for v in DURATION WARMUP CONNS WASM_INSTANCES; do
-    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
+require_positive DURATION WARMUP CONNS WASM_INSTANCES
 for n in $FILTERS; do
     [[ $n =~ ^([0-9]+|builtins)$ ]] || die "FILTERS lists filter counts or 'builtins' (got '$n')"
 done
-for tool in valgrind callgrind_control wrk curl python3 "$NGINX"; do
-    command -v "$tool" >/dev/null || die "$tool not found"
-done
+require_tools valgrind callgrind_control wrk curl python3 "$NGINX"
 init_tmp
 build_weft
 PASSTHROUGH_WASM=${PASSTHROUGH_WASM:-}

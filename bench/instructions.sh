@@ -25,17 +25,13 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-for v in DURATION WARMUP CONNS WASM_INSTANCES; do
-    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
+require_positive DURATION WARMUP CONNS WASM_INSTANCES
 for n in $FILTERS; do
     [[ $n =~ ^([0-9]+|none|builtins)$ ]] || die "FILTERS lists filter counts, 'none' or 'builtins' (got '$n')"
 done
 case "$WASM_TARGET" in wasm32-wasip1 | wasm32-unknown-unknown) ;;
     *) die "WASM_TARGET must be wasm32-wasip1 or wasm32-unknown-unknown" ;; esac
-for tool in valgrind wrk curl python3 "$NGINX"; do
-    command -v "$tool" >/dev/null || die "$tool not found"
-done
+require_tools valgrind wrk curl python3 "$NGINX"
 init_tmp
 
 build_weft

@@ -14,6 +14,22 @@ die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
 helper() { python3 "$BENCH_DIR/helper.py" "$@"; }
 
+# Dies unless every variable named is a positive integer.
+require_positive() {
+    local v
+    for v in "$@"; do
+        [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+    done
+}
+
+# Dies unless every tool named is on PATH.
+require_tools() {
+    local t
+    for t in "$@"; do
+        command -v "$t" >/dev/null || die "$t not found"
+    done
+}
+
 # ---------------------------------------------------------------------------------------------
 # Temporary directory, process bookkeeping and cleanup.
 # ---------------------------------------------------------------------------------------------

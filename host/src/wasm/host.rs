@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use arc_swap::ArcSwap;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
-use weft_abi::LogLevel;
+use weft_abi::{LogLevel, StreamCallback};
 
 use super::{
     metrics::PluginMetrics,
@@ -181,6 +181,20 @@ pub enum StreamOp {
     Finish = 7,
     /// `(context)`: `proxy_on_delete`; 0.
     Delete = 8,
+}
+
+impl StreamOp {
+    /// The op that runs the phase callback `callback`.
+    pub fn phase(callback: StreamCallback) -> Self {
+        match callback {
+            StreamCallback::RequestHeaders => Self::RequestHeaders,
+            StreamCallback::RequestBody => Self::RequestBody,
+            StreamCallback::RequestTrailers => Self::RequestTrailers,
+            StreamCallback::ResponseHeaders => Self::ResponseHeaders,
+            StreamCallback::ResponseBody => Self::ResponseBody,
+            StreamCallback::ResponseTrailers => Self::ResponseTrailers,
+        }
+    }
 }
 
 /// A tiny module instantiated next to each guest that imports its stream callbacks and exports

@@ -125,6 +125,34 @@ pub enum StreamCall {
     },
 }
 
+impl StreamCall {
+    /// The phase callback this call runs, for the headers, body and trailers phases.
+    fn callback(&self) -> Option<StreamCallback> {
+        let (side, request, response) = match self {
+            StreamCall::Headers { side, .. } => (
+                side,
+                StreamCallback::RequestHeaders,
+                StreamCallback::ResponseHeaders,
+            ),
+            StreamCall::Body { side, .. } => (
+                side,
+                StreamCallback::RequestBody,
+                StreamCallback::ResponseBody,
+            ),
+            StreamCall::Trailers { side, .. } => (
+                side,
+                StreamCallback::RequestTrailers,
+                StreamCallback::ResponseTrailers,
+            ),
+            _ => return None,
+        };
+        Some(match side {
+            Side::Request => request,
+            Side::Response => response,
+        })
+    }
+}
+
 /// The arguments of the trampolines' `stream` export: op, context and the op's three.
 type StreamArgs = (u32, u32, u32, u32, u32);
 
@@ -438,67 +466,44 @@ impl Instance {
             }
             _ => {}
         }
-        let callback = match &call {
-            StreamCall::Headers { side, .. } => Some(match side {
-                Side::Request => StreamCallback::RequestHeaders,
-                Side::Response => StreamCallback::ResponseHeaders,
-            }),
-            StreamCall::Body { side, .. } => Some(match side {
-                Side::Request => StreamCallback::RequestBody,
-                Side::Response => StreamCallback::ResponseBody,
-            }),
-            StreamCall::Trailers { side, .. } => Some(match side {
-                Side::Request => StreamCallback::RequestTrailers,
-                Side::Response => StreamCallback::ResponseTrailers,
-            }),
-            _ => None,
-        };
+        let callback = call.callback();
         if callback.is_some_and(|c| self.noted_default(store, c)) {
             return Plan::Done(0);
         }
         let Some(t) = &self.trampolines else {
             return Plan::Other(call);
         };
-        let (op, a, b, c) = match call {
-            StreamCall::Start {
-                headers,
-                end_of_stream,
-                ..
-            } => (StreamOp::Start, self.root_id, headers, flag(end_of_stream)),
-            StreamCall::Headers {
-                side,
-                headers,
-                end_of_stream,
-            } => {
-                let op = match side {
-                    Side::Request => StreamOp::RequestHeaders,
-                    Side::Response => StreamOp::ResponseHeaders,
-                };
-                (op, headers, flag(end_of_stream), 0)
+        let (op, a, b, c) = match (call, callback) {
+            (
+                StreamCall::Start {
+                    headers,
+                    end_of_stream,
+                    ..
+                },
+                _,
+            ) => (StreamOp::Start, self.root_id, headers, flag(end_of_stream)),
+            (
+                StreamCall::Headers {
+                    headers,
+                    end_of_stream,
+                    ..
+                },
+                Some(phase),
+            ) => (StreamOp::phase(phase), headers, flag(end_of_stream), 0),
+            (
+                StreamCall::Body {
+                    size,
+                    end_of_stream,
+                    ..
+                },
+                Some(phase),
+            ) => (StreamOp::phase(phase), size, flag(end_of_stream), 0),
+            (StreamCall::Trailers { trailers, .. }, Some(phase)) => {
+                (StreamOp::phase(phase), trailers, 0, 0)
             }
-            StreamCall::Body {
-                side,
-                size,
-                end_of_stream,
-            } => {
-                let op = match side {
-                    Side::Request => StreamOp::RequestBody,
-                    Side::Response => StreamOp::ResponseBody,
-                };
-                (op, size, flag(end_of_stream), 0)
-            }
-            StreamCall::Trailers { side, trailers } => {
-                let op = match side {
-                    Side::Request => StreamOp::RequestTrailers,
-                    Side::Response => StreamOp::ResponseTrailers,
-                };
-                (op, trailers, 0, 0)
-            }
-            StreamCall::Finish => (StreamOp::Finish, 0, 0, 0),
-            StreamCall::Delete => (StreamOp::Delete, 0, 0, 0),
-            StreamCall::Create { .. }
-            | StreamCall::HttpCallResponse { .. }
-            | StreamCall::Grpc { .. } => return Plan::Other(call),
+            (StreamCall::Finish, _) => (StreamOp::Finish, 0, 0, 0),
+            (StreamCall::Delete, _) => (StreamOp::Delete, 0, 0, 0),
+            (call, _) => return Plan::Other(call),
         };
         Plan::Stream(&t.stream, (op as u32, context, a, b, c))
     }
