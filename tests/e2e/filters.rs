@@ -155,8 +155,8 @@ async fn a_response_body_is_buffered_whole_and_rewritten_small_large_or_chunked(
     let addr = weft.addr("public");
     let large = "weft ".repeat(20 << 10); // 100 KiB: past the size read whole
     for version in VERSIONS {
-        // A small body of known length (read whole before its phase), a large one (streamed
-        // through the phase, the filter holding it until its end) and a chunked one.
+        // Echoed bodies (streamed through the phase while the request body may still arrive;
+        // the filter holds them until their end): a small one, a large one, and a chunked one.
         for (what, req, expected) in [
             (
                 "small",
@@ -180,16 +180,45 @@ async fn a_response_body_is_buffered_whole_and_rewritten_small_large_or_chunked(
                 reply.text()
             );
         }
+        // A request body of known length still arriving in chunks while the upstream (`/echo`)
+        // already answered with a head of that length: the response body waits for the request
+        // body, which must not wait for the response.
+        let chunks = ["echo ", "in ", "chunks"].map(str::as_bytes);
+        let headers = [
+            ("x-upper-response", "1".to_string()),
+            ("content-length", chunks.concat().len().to_string()),
+        ];
+        let reply = post_chunks_with(addr, version, "/echo", &headers, &chunks).await;
+        assert_eq!(reply.status, 200, "chunked echo over {version:?}");
+        assert_eq!(
+            reply.text(),
+            "ECHO IN CHUNKS",
+            "chunked echo over {version:?}: request and response bodies both rewritten"
+        );
+
         // Untouched without the header: the filter's body phase passes it on as it is.
         let reply = send(addr, version, client::get("/stream/1")).await;
         assert_eq!(reply.text(), "chunk\n", "{version:?}");
 
-        // A small body is read before the head leaves: a local reply from its phase is the
-        // client's answer, not a response cut short.
+        // A small body of known length, for a request without one, is read whole before the
+        // head leaves: rewritten there, and a local reply from its phase is the client's answer,
+        // not a response cut short.
         let reply = send(
             addr,
             version,
-            with_header(client::post("/echo", "rejected"), "x-reject-response"),
+            with_header(client::get("/"), "x-upper-response"),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{version:?}");
+        let text = reply.text();
+        assert!(
+            text.contains("\"UPSTREAM\":\"WEB\"") && text == text.to_ascii_uppercase(),
+            "{version:?}: the upstream's JSON uppercased whole: {text:.200}"
+        );
+        let reply = send(
+            addr,
+            version,
+            with_header(client::get("/"), "x-reject-response"),
         )
         .await;
         assert_eq!(reply.status, 418, "{version:?}: {}", reply.text());
@@ -205,8 +234,23 @@ async fn a_response_body_is_buffered_whole_and_rewritten_small_large_or_chunked(
 /// apart (so each arrives as a frame of its own), and reads the response. Stops sending once
 /// the request is gone (the proxy answered early).
 async fn post_chunks(addr: SocketAddr, version: Version, path: &str, chunks: &[&[u8]]) -> Reply {
+    post_chunks_with(addr, version, path, &[], chunks).await
+}
+
+/// [`post_chunks`] with request headers `headers`.
+async fn post_chunks_with(
+    addr: SocketAddr,
+    version: Version,
+    path: &str,
+    headers: &[(&'static str, String)],
+    chunks: &[&[u8]],
+) -> Reply {
     let what = format!("POST {path} in {} chunks over {version:?}", chunks.len());
-    let req = Request::post(path).body(()).expect("a request");
+    let mut req = Request::post(path).body(()).expect("a request");
+    for (name, value) in headers {
+        let value = HeaderValue::from_str(value).expect("a header value");
+        req.headers_mut().insert(*name, value);
+    }
     let (body, pending) = match version {
         Version::HTTP_2 => step(&what, stream::h2c(addr, req)).await,
         _ => step(&what, stream::h1(addr, req)).await,

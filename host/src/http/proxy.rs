@@ -11,7 +11,7 @@
 //!    502 / 503 / 504 on failure;
 //! 6. strip hop-by-hop headers from the response, run the response phases, and send its body
 //!    back through the filters' body phases: read whole first when it is small and of known
-//!    length, streamed otherwise.
+//!    length and the request had no body, streamed otherwise.
 //!
 //! Every early exit of the unfiltered path is a [`ProxyError`], turned into a response in
 //! exactly one place; the filtered path also ends every filter context on its way out.
@@ -199,6 +199,11 @@ async fn filtered(
         boxed(FilteredBody::new(boxed(body), shared, Side::Request))
     };
     let result = cluster.forward(Request::from_parts(parts, body)).await;
+    // A request body may still be on its way through its phases (which take the stream's lock)
+    // while the response comes back: the handler must not hold the lock waiting for the response
+    // body then, or an upstream that echoes the request waits for a request body that waits for
+    // the lock.
+    let request_body_running = matches!(held, HeldStream::Shared(..));
     let stream = held.lock().await;
     if let Some(decided) = stream.take_outcome() {
         return stream.end_with(decided).await;
@@ -220,11 +225,13 @@ async fn filtered(
         return Response::from_parts(head, body);
     }
     // A small body of known length is read whole and goes through its phase here; a larger
-    // one, or one of unknown length, streams through them as it comes.
-    if body
-        .size_hint()
-        .exact()
-        .is_some_and(|len| len <= WHOLE_BODY_LIMIT)
+    // one, one of unknown length, or one that may wait for the request body, streams through
+    // them as it comes.
+    if !request_body_running
+        && body
+            .size_hint()
+            .exact()
+            .is_some_and(|len| len <= WHOLE_BODY_LIMIT)
     {
         return match read_whole(body).await {
             Ok((data, trailers)) => stream.whole_response(head, data, trailers).await,
@@ -242,8 +249,9 @@ async fn filtered(
     Response::from_parts(head, boxed(FilteredBody::new(body, shared, Side::Response)))
 }
 
-/// Response bodies up to this size, when the upstream gave their length, are read whole before
-/// their body phase: one phase call, and no body wrapper sharing the stream with the handler.
+/// Response bodies up to this size, when the upstream gave their length and the request had no
+/// body, are read whole before their body phase: one phase call, and no body wrapper sharing the
+/// stream with the handler.
 /// The client gets the head once the body is in — as from nginx with `proxy_buffering`.
 const WHOLE_BODY_LIMIT: u64 = 64 << 10;
 

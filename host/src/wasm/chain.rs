@@ -20,8 +20,9 @@
 //! Bodies stream through [`FilteredBody`], which runs the body phases frame by frame; the
 //! request side and the response side share the [`FilterStream`] behind an async mutex
 //! ([`HeldStream`]), since an upstream may answer while the request body is still arriving. A
-//! small response body of known length is read whole instead and goes through its phase in the
-//! handler ([`FilterStream::whole_response`]), before the head leaves.
+//! small response body of known length, for a request without a body, is read whole instead and
+//! goes through its phase in the handler ([`FilterStream::whole_response`]), before the head
+//! leaves.
 
 use std::{
     future::Future,
