@@ -231,7 +231,7 @@ async fn filtered(
         && body
             .size_hint()
             .exact()
-            .is_some_and(|len| len <= WHOLE_BODY_LIMIT)
+            .is_some_and(|len| len <= whole_body_limit(limits.max_buffered_body_bytes))
     {
         return match read_whole(body).await {
             Ok((data, trailers)) => stream.whole_response(head, data, trailers).await,
@@ -249,11 +249,17 @@ async fn filtered(
     Response::from_parts(head, boxed(FilteredBody::new(body, shared, Side::Response)))
 }
 
-/// Response bodies up to this size, when the upstream gave their length and the request had no
-/// body, are read whole before their body phase: one phase call, and no body wrapper sharing the
-/// stream with the handler.
-/// The client gets the head once the body is in — as from nginx with `proxy_buffering`.
+/// Response bodies up to this size (and the listener's buffer limit), when the upstream gave
+/// their length and the request had no body, are read whole before their body phase: one phase
+/// call, and no body wrapper sharing the stream with the handler. The client gets the head once
+/// the body is in — as from nginx with `proxy_buffering`.
 const WHOLE_BODY_LIMIT: u64 = 64 << 10;
+
+/// The largest response body read whole: [`WHOLE_BODY_LIMIT`], or less when the listener lets a
+/// filter hold less (`maxBufferedBodyBytes`) — the proxy never holds more than that for it.
+fn whole_body_limit(max_buffered_body_bytes: usize) -> u64 {
+    WHOLE_BODY_LIMIT.min(u64::try_from(max_buffered_body_bytes).unwrap_or(u64::MAX))
+}
 
 /// Reads `body` to its end: its data (without a copy when it came in one frame) and trailers.
 async fn read_whole(mut body: ProxyBody) -> Result<(Bytes, Option<HeaderMap>), BoxError> {
