@@ -301,11 +301,6 @@ pub struct Exports {
     pub memory: Memory,
     /// `proxy_on_memory_allocate` (or `malloc`).
     pub allocate: Option<TypedFunc<u32, u32>>,
-    /// The guest's host buffer (weft's extension, [`weft_abi::HostBuffer`]), where host
-    /// functions write the data they return when it fits, instead of calling `allocate`. Set
-    /// when the guest exports a valid one, after its start function, in the store's copy
-    /// ([`HostData::exports`], the one host functions read).
-    pub host_buffer: Option<weft_abi::HostBuffer>,
     /// `proxy_on_context_create(context, parent)`.
     pub on_context_create: Option<TypedFunc<(u32, u32), ()>>,
     /// `proxy_on_vm_start(root, vm_configuration_size)`.
@@ -428,6 +423,10 @@ pub struct HostData {
     pub vm_configuration: Bytes,
     /// The guest's exports, once instantiated.
     pub exports: Option<Exports>,
+    /// The guest's host buffer (weft's extension, [`weft_abi::HostBuffer`]), where host
+    /// functions write the data they return when it fits, instead of calling the guest's
+    /// allocator. Set when the guest exports a valid one, after its start function.
+    pub host_buffer: Option<weft_abi::HostBuffer>,
     /// The root context's id.
     pub root_id: u32,
     /// The context host functions act for (`proxy_set_effective_context`).
@@ -481,6 +480,7 @@ impl HostData {
             configuration,
             vm_configuration,
             exports: None,
+            host_buffer: None,
             root_id: 1,
             effective: 1,
             stream: None,

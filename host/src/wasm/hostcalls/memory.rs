@@ -176,7 +176,7 @@ pub(super) async fn allocate(caller: &mut Ctx<'_>, size: u32) -> HostResult<u32>
 
 /// Hands `bytes` to the guest and writes their address at `ptr_ptr` and their length at
 /// `size_ptr`: into the guest's host buffer
-/// ([`Exports::host_buffer`](crate::wasm::context::Exports::host_buffer)) when it has one and
+/// ([`HostData::host_buffer`](crate::wasm::context::HostData::host_buffer)) when it has one and
 /// they fit, else into memory from its allocator. Empty data is address 0 and length 0 without
 /// either, as proxy-wasm-cpp-host's `copyToPointerSize` does.
 ///
@@ -214,7 +214,7 @@ pub(super) async fn copy_to_guest(
 
 /// Where `size` bytes go in the guest's host buffer (its start), if it has one and they fit.
 fn host_buffer(caller: &Ctx<'_>, size: u32) -> Option<u32> {
-    let region = caller.data().data.exports.as_ref()?.host_buffer?;
+    let region = caller.data().data.host_buffer?;
     region.contains(region.ptr, size).then_some(region.ptr)
 }
 

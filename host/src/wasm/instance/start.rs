@@ -174,7 +174,7 @@ impl Instance {
     }
 
     /// weft's host buffer ([`weft_abi::HostBuffer`]): when the guest exports
-    /// `weft_host_buffer`, calls it once and keeps the region in the store's exports if a host
+    /// `weft_host_buffer`, calls it once and keeps the region in the store's data if a host
     /// function may write it; a wrong signature or a region that is not valid is ignored (the
     /// allocator serves, as on any host without the extension). A trap is the guest's failure.
     async fn resolve_host_buffer(
@@ -196,11 +196,7 @@ impl Instance {
         let bits = self.invoke(store, &func, (), self.root_id).await?;
         let memory_len = self.exports.memory.data_size(&*store);
         match host_buffer_region(bits, memory_len) {
-            Ok(region) => {
-                if let Some(exports) = &mut store.data_mut().data.exports {
-                    exports.host_buffer = Some(region);
-                }
-            }
+            Ok(region) => store.data_mut().data.host_buffer = Some(region),
             Err(reason) => {
                 tracing::debug!(plugin = %self.plugin, bits, reason, "ignoring `{name}`");
             }
@@ -212,7 +208,7 @@ impl Instance {
     #[cfg(test)]
     pub(crate) async fn host_buffer(&self) -> Option<weft_abi::HostBuffer> {
         let store = self.store.lock().await;
-        store.data().data.exports.as_ref()?.host_buffer
+        store.data().data.host_buffer
     }
 }
 
@@ -231,8 +227,6 @@ fn resolve_exports(
     Ok(Exports {
         memory,
         allocate,
-        // Resolved once the start function has run (`Instance::resolve_host_buffer`).
-        host_buffer: None,
         on_context_create: export(instance, store, GuestExport::OnContextCreate)?,
         on_vm_start: export(instance, store, GuestExport::OnVmStart)?,
         on_configure: export(instance, store, GuestExport::OnConfigure)?,

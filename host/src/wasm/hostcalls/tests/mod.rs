@@ -305,7 +305,6 @@ async fn guest_from(host: &Arc<WasmHost>, wat: &str) -> Guest {
     store.data_mut().data.exports = Some(Exports {
         memory,
         allocate: Some(allocate),
-        host_buffer,
         on_context_create: None,
         on_vm_start: None,
         on_configure: None,
@@ -326,6 +325,7 @@ async fn guest_from(host: &Arc<WasmHost>, wat: &str) -> Guest {
         on_grpc_receive_trailing_metadata: None,
         on_grpc_close: None,
     });
+    store.data_mut().data.host_buffer = host_buffer;
     Guest {
         store,
         instance,
