@@ -190,13 +190,12 @@ async fn filtered(
     };
     stream.record_cluster(&cluster.config.name);
     // 5. Forward, the request body through the body phases (which then share the stream).
-    let mut held = HeldStream::Own(stream);
-    let body = if end_of_stream {
-        boxed(body)
+    let (mut held, body) = if end_of_stream {
+        (HeldStream::Own(stream), boxed(body))
     } else {
-        let shared;
-        (held, shared) = held.share();
-        boxed(FilteredBody::new(boxed(body), shared, Side::Request))
+        let (held, shared) = HeldStream::shared(stream);
+        let body = boxed(FilteredBody::new(boxed(body), shared, Side::Request));
+        (held, body)
     };
     let result = cluster.forward(Request::from_parts(parts, body)).await;
     // A request body may still be on its way through its phases (which take the stream's lock)

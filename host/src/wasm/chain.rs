@@ -763,19 +763,11 @@ pub enum HeldStream {
 }
 
 impl HeldStream {
-    /// Shares the stream, for a [`FilteredBody`]; the handler takes it back with
-    /// [`lock`](Self::lock).
-    pub fn share(self) -> (Self, Arc<Mutex<FilterStream>>) {
-        match self {
-            HeldStream::Own(stream) => {
-                let shared = Arc::new(Mutex::new(stream));
-                (HeldStream::Shared(shared.clone(), None), shared)
-            }
-            HeldStream::Shared(shared, guard) => {
-                let clone = shared.clone();
-                (HeldStream::Shared(shared, guard), clone)
-            }
-        }
+    /// `stream` shared with a [`FilteredBody`] (given the returned handle); the handler
+    /// takes it back with [`lock`](Self::lock).
+    pub fn shared(stream: FilterStream) -> (Self, Arc<Mutex<FilterStream>>) {
+        let shared = Arc::new(Mutex::new(stream));
+        (HeldStream::Shared(shared.clone(), None), shared)
     }
 
     /// The stream, for the handler: waits for the lock if it is shared.
