@@ -239,7 +239,7 @@ impl Instance {
 
     /// Calls `func` under the deadline with `effective` as the effective context; a failure
     /// retires the instance and is counted.
-    async fn invoke<P, R>(
+    fn invoke<P, R>(
         &self,
         store: &mut GuestStore,
         func: &TypedFunc<P, R>,
@@ -251,7 +251,7 @@ impl Instance {
         R: WasmResults + Sync,
     {
         self.begin_call(store, effective)?;
-        let result = func.call_async(&mut *store, params).await;
+        let result = func.call(&mut *store, params);
         self.end_call(store, result)
     }
 
@@ -392,7 +392,7 @@ impl Instance {
         );
         let result = match self.plan(&mut store, context, slot, call) {
             Plan::Done(value) => Ok(value),
-            Plan::Stream(f, args) => self.invoke(&mut store, f, args, context).await,
+            Plan::Stream(f, args) => self.invoke(&mut store, f, args, context),
             // Boxed: the rare calls keep the future of the common ones small.
             Plan::Other(call) => Box::pin(self.dispatch(&mut store, context, call)).await,
         };

@@ -1,11 +1,13 @@
 //! The Wasm runtime: one `wasmtime::Engine` per process with weft's fixed choices, in one place.
 //!
-//! - **Async calls with epoch interruption.** Guests run through `call_async`; an epoch ticker
-//!   thread advances the engine's epoch every [`EngineSettings::tick`]. At each tick a running
-//!   guest yields to the tokio scheduler — so a guest that loops never stalls other requests on
-//!   the same worker thread — and once its call has run past its deadline it traps. Deadlines
-//!   are counted in ticks, so starting a call reads an atomic rather than the clock; a call
-//!   traps between its deadline and two ticks later.
+//! - **Synchronous calls with epoch interruption.** A guest call is a plain function call on
+//!   the caller's thread: no fiber, no stack switch, no future per call. An epoch ticker thread
+//!   advances the engine's epoch every [`EngineSettings::tick`]; at each tick of a call that is
+//!   still running, the tokio worker it runs on hands its queued tasks and I/O to another thread
+//!   (`block_in_place`), so a guest that loops never stalls the requests behind it, and once the
+//!   call has run past its deadline it traps. Deadlines are counted in ticks, so starting a call
+//!   reads an atomic rather than the clock; a call traps between its deadline and two ticks
+//!   later.
 //! - **Memory caps.** The pooling allocator bounds the pool (instances, memory per instance);
 //!   each store carries `StoreLimits` with its plugin's own cap, and a `memory.grow` past it
 //!   fails inside the guest (returns -1), as the Wasm spec allows.
@@ -19,16 +21,14 @@
 //! use std::time::Duration;
 //! use weft_host::wasm::{EngineSettings, GuestLimits, GuestState, WasmRuntime};
 //!
-//! tokio::runtime::Runtime::new()?.block_on(async {
-//!     let runtime = WasmRuntime::new(EngineSettings::default())?;
-//!     let module = runtime.compile(br#"(module (func (export "answer") (result i32) i32.const 42))"#)?;
-//!     let limits = GuestLimits { deadline: Duration::from_millis(100), memory_bytes: 16 << 20 };
-//!     let mut store = runtime.store(GuestState::new(limits, ()));
-//!     let instance = wasmtime::Linker::new(runtime.engine()).instantiate_async(&mut store, &module.module).await?;
-//!     let answer = instance.get_typed_func::<(), i32>(&mut store, "answer")?;
-//!     assert_eq!(runtime.call(&mut store, &answer, ()).await?, 42);
-//!     Ok(())
-//! })
+//! let runtime = WasmRuntime::new(EngineSettings::default())?;
+//! let module = runtime.compile(br#"(module (func (export "answer") (result i32) i32.const 42))"#)?;
+//! let limits = GuestLimits { deadline: Duration::from_millis(100), memory_bytes: 16 << 20 };
+//! let mut store = runtime.store(GuestState::new(limits, ()));
+//! let instance = wasmtime::Linker::new(runtime.engine()).instantiate(&mut store, &module.module)?;
+//! let answer = instance.get_typed_func::<(), i32>(&mut store, "answer")?;
+//! assert_eq!(runtime.call(&mut store, &answer, ())?, 42);
+//! # Ok(())
 //! # }
 //! ```
 
@@ -302,38 +302,35 @@ impl WasmRuntime {
                 Some(started) if past_deadline(started, now, state.limits.deadline, tick) => Err(
                     wasmtime::Error::new(DeadlineExceeded(state.limits.deadline)),
                 ),
-                // Still within its deadline: let other tasks run, then continue. `yield_now`
-                // puts the task at the back of the run queue and lets the worker poll its I/O
-                // driver; a plain wake would re-poll it at once from tokio's LIFO slot, and a
-                // few looping guests could starve new connections for hundreds of ms.
-                _ => Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                )),
+                // Still within its deadline: it runs on, and the tasks queued behind it on this
+                // worker move to another thread.
+                _ => {
+                    hand_off_worker();
+                    Ok(UpdateDeadline::Continue(1))
+                }
             }
         });
         store
     }
 
     /// Calls `func` with `params` under the guest's deadline.
-    pub async fn call<T, P, R>(
+    pub fn call<T, P, R>(
         &self,
         store: &mut Store<GuestState<T>>,
         func: &TypedFunc<P, R>,
         params: P,
     ) -> Result<R, WasmError>
     where
-        T: Send,
-        P: WasmParams + Sync,
-        R: WasmResults + Sync,
+        P: WasmParams,
+        R: WasmResults,
     {
         self.begin_call(store);
-        let result = func.call_async(&mut *store, params).await;
+        let result = func.call(&mut *store, params);
         Self::end_call(store, result)
     }
 
     /// Arms the deadline for a guest call about to start on `store` (what [`call`](Self::call)
-    /// does around `call_async`, for callers that make the call themselves). Returns the tick
+    /// does around the call, for callers that make the call themselves). Returns the tick
     /// the call starts at.
     pub fn begin_call<T>(&self, store: &mut Store<GuestState<T>>) -> u64 {
         let now = self.now_tick();
@@ -372,6 +369,27 @@ fn past_deadline(started: u64, now: u64, deadline: Duration, tick: Duration) -> 
     let tick_ns = tick.as_nanos().max(1);
     let ticks = deadline.as_nanos().div_ceil(tick_ns);
     u128::from(now.saturating_sub(started)) > ticks
+}
+
+/// How long a guest that has run for a tick waits, once per tick, for another thread to take
+/// over its tokio worker: long enough for a parked blocking-pool thread to wake up.
+const HANDOFF_WAIT: Duration = Duration::from_micros(200);
+
+/// Called on a guest's thread at each tick of a long call: when it runs on a worker of a
+/// multi-thread tokio runtime, the worker's run queue and I/O driver go to another thread
+/// (`block_in_place`), so the requests queued behind the guest keep flowing while it runs on
+/// to its deadline; this thread leaves the worker pool when the call is over. Guest calls
+/// are synchronous — no fiber and no stack switch per call — and this is what keeps them from
+/// stalling a worker. Outside a multi-thread runtime (a current-thread runtime, a plain
+/// thread) the guest runs on where it is.
+fn hand_off_worker() {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        // The new thread takes the worker while this one waits; if it is late, the worker
+        // comes back here and the next tick tries again.
+        tokio::task::block_in_place(|| std::thread::sleep(HANDOFF_WAIT));
+    }
 }
 
 /// Advances the engine's epoch every tick until the runtime is gone.

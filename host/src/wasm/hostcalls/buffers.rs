@@ -29,13 +29,13 @@ pub(super) const MAX_BODY_BYTES: usize = 64 << 20;
 
 /// Defines the three buffer functions.
 pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
-    linker.func_wrap_async(
+    linker.func_wrap(
         HOST_MODULE,
         "proxy_get_buffer_bytes",
-        |caller: Ctx<'_>, (kind, start, max_size, ptr_ptr, size_ptr): (u32, u32, u32, u32, u32)| {
-            Box::new(async move {
-                finish(get_bytes_abi(caller, kind, start, max_size, ptr_ptr, size_ptr).await)
-            })
+        |caller: Ctx<'_>, kind: u32, start: u32, max_size: u32, ptr_ptr: u32, size_ptr: u32| {
+            finish(get_bytes_abi(
+                caller, kind, start, max_size, ptr_ptr, size_ptr,
+            ))
         },
     )?;
     linker.func_wrap(
@@ -69,7 +69,7 @@ fn buffer_type(raw: u32) -> Result<BufferType, Status> {
     BufferType::try_from(raw).map_err(|_| Status::BadArgument)
 }
 
-async fn get_bytes_abi(
+fn get_bytes_abi(
     mut caller: Ctx<'_>,
     kind: u32,
     start: u32,
@@ -78,7 +78,7 @@ async fn get_bytes_abi(
     size_ptr: u32,
 ) -> HostResult {
     let bytes = get_bytes(state(&mut caller), buffer_type(kind)?, start, max_size)?;
-    copy_to_guest(caller, &bytes, ptr_ptr, size_ptr).await
+    copy_to_guest(caller, &bytes, ptr_ptr, size_ptr)
 }
 
 /// A buffer as host functions see it.

@@ -141,20 +141,20 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
         "proxy_grpc_close",
         |mut caller: Ctx<'_>, token: u32| finish(grpc_close(state(&mut caller), token)),
     )?;
-    linker.func_wrap_async(
+    linker.func_wrap(
         HOST_MODULE,
         "proxy_get_status",
-        |caller: Ctx<'_>, (code_ptr, ptr_ptr, size_ptr): (u32, u32, u32)| {
-            Box::new(async move { finish(get_status(caller, code_ptr, ptr_ptr, size_ptr).await) })
+        |caller: Ctx<'_>, code_ptr: u32, ptr_ptr: u32, size_ptr: u32| {
+            finish(get_status(caller, code_ptr, ptr_ptr, size_ptr))
         },
     )?;
     Ok(())
 }
 
-async fn get_status(mut caller: Ctx<'_>, code_ptr: u32, ptr_ptr: u32, size_ptr: u32) -> HostResult {
+fn get_status(mut caller: Ctx<'_>, code_ptr: u32, ptr_ptr: u32, size_ptr: u32) -> HostResult {
     let (code, message) = state(&mut caller).status.clone();
     write_u32(&mut caller, code_ptr, code)?;
-    copy_to_guest(caller, &message, ptr_ptr, size_ptr).await
+    copy_to_guest(caller, &message, ptr_ptr, size_ptr)
 }
 
 /// The arguments of `proxy_grpc_call` and `proxy_grpc_stream` as the guest passes them: each

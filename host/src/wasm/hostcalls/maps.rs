@@ -37,20 +37,18 @@ pub(super) const MAX_MAP_BYTES: usize = MapLimits::ENVOY.max_bytes;
 
 /// Defines the seven header-map functions.
 pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
-    linker.func_wrap_async(
+    linker.func_wrap(
         HOST_MODULE,
         "proxy_get_header_map_pairs",
-        |caller: Ctx<'_>, (map, ptr_ptr, size_ptr): (u32, u32, u32)| {
-            Box::new(async move { finish(get_pairs_abi(caller, map, ptr_ptr, size_ptr).await) })
+        |caller: Ctx<'_>, map: u32, ptr_ptr: u32, size_ptr: u32| {
+            finish(get_pairs_abi(caller, map, ptr_ptr, size_ptr))
         },
     )?;
-    linker.func_wrap_async(
+    linker.func_wrap(
         HOST_MODULE,
         "proxy_get_header_map_value",
-        |caller: Ctx<'_>, (map, key, key_size, ptr_ptr, size_ptr): (u32, u32, u32, u32, u32)| {
-            Box::new(async move {
-                finish(get_value_abi(caller, map, key, key_size, ptr_ptr, size_ptr).await)
-            })
+        |caller: Ctx<'_>, map: u32, key: u32, key_size: u32, ptr_ptr: u32, size_ptr: u32| {
+            finish(get_value_abi(caller, map, key, key_size, ptr_ptr, size_ptr))
         },
     )?;
     linker.func_wrap(
@@ -117,12 +115,12 @@ fn map_type(raw: u32) -> Result<MapType, Status> {
     MapType::try_from(raw).map_err(|_| Status::BadArgument)
 }
 
-async fn get_pairs_abi(mut caller: Ctx<'_>, map: u32, ptr_ptr: u32, size_ptr: u32) -> HostResult {
+fn get_pairs_abi(mut caller: Ctx<'_>, map: u32, ptr_ptr: u32, size_ptr: u32) -> HostResult {
     let encoded = get_pairs(state(&mut caller), map_type(map)?);
-    copy_to_guest(caller, &encoded, ptr_ptr, size_ptr).await
+    copy_to_guest(caller, &encoded, ptr_ptr, size_ptr)
 }
 
-async fn get_value_abi(
+fn get_value_abi(
     mut caller: Ctx<'_>,
     map: u32,
     key: u32,
@@ -134,7 +132,7 @@ async fn get_value_abi(
     let value = with_memory(&mut caller, |view, data| {
         get_value(data, map, slice(view, key, key_size)?)
     })??;
-    copy_to_guest(caller, &value, ptr_ptr, size_ptr).await
+    copy_to_guest(caller, &value, ptr_ptr, size_ptr)
 }
 
 /// A map as it reads now.

@@ -162,12 +162,9 @@ fn allocator(caller: &mut Ctx<'_>) -> Option<TypedFunc<u32, u32>> {
 
 /// Allocates `size` bytes in the guest with its own allocator. A guest without one, or one
 /// that answers 0, gets `InvalidMemoryAccess`, as from proxy-wasm-cpp-host.
-pub(super) async fn allocate(caller: &mut Ctx<'_>, size: u32) -> HostResult<u32> {
+pub(super) fn allocate(caller: &mut Ctx<'_>, size: u32) -> HostResult<u32> {
     let allocate = allocator(caller).ok_or(Status::InvalidMemoryAccess)?;
-    let ptr = allocate
-        .call_async(&mut *caller, size)
-        .await
-        .map_err(Fault::Trap)?;
+    let ptr = allocate.call(&mut *caller, size).map_err(Fault::Trap)?;
     if ptr == 0 {
         return Err(Status::InvalidMemoryAccess.into());
     }
@@ -184,7 +181,7 @@ pub(super) async fn allocate(caller: &mut Ctx<'_>, size: u32) -> HostResult<u32>
 /// can write the host buffer twice: the guest reads what one call returned before it makes the
 /// next one, which is all the buffer's contract asks of it. A host function that ever needs
 /// to return two pieces of data must hand the first through [`allocate`] instead.
-pub(super) async fn copy_to_guest(
+pub(super) fn copy_to_guest(
     mut caller: Ctx<'_>,
     bytes: &[u8],
     ptr_ptr: u32,
@@ -196,7 +193,7 @@ pub(super) async fn copy_to_guest(
     } else {
         match host_buffer(&caller, size) {
             Some(ptr) => ptr,
-            None => allocate(&mut caller, size).await?,
+            None => allocate(&mut caller, size)?,
         }
     };
     // One view of the memory (as it is after an allocation, which may have grown it) for the

@@ -46,8 +46,8 @@ pub(in crate::wasm) use memory::host_buffer_region;
 ///
 /// Functions that hand data to the guest write it into the guest's host buffer when it has one
 /// (weft's extension, [`weft_abi::HostBuffer`]) and the data fits, else allocate it in guest
-/// memory with the guest's allocator, so they are async: instances must run in an async store
-/// (as [`WasmRuntime`](super::WasmRuntime) makes them).
+/// memory with the guest's allocator, called from inside the host function. Every host function
+/// is synchronous, so guest calls need no fiber.
 pub fn add_to_linker(linker: &mut Linker<GuestState<HostData>>) -> wasmtime::Result<()> {
     maps::add_to_linker(linker)?;
     buffers::add_to_linker(linker)?;

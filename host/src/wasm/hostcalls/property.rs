@@ -16,13 +16,11 @@ use crate::wasm::{context::HostData, properties::Properties};
 
 /// Defines `proxy_get_property` and `proxy_set_property`.
 pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
-    linker.func_wrap_async(
+    linker.func_wrap(
         HOST_MODULE,
         "proxy_get_property",
-        |caller: Ctx<'_>, (path, path_size, ptr_ptr, size_ptr): (u32, u32, u32, u32)| {
-            Box::new(async move {
-                finish(get_property_abi(caller, path, path_size, ptr_ptr, size_ptr).await)
-            })
+        |caller: Ctx<'_>, path: u32, path_size: u32, ptr_ptr: u32, size_ptr: u32| {
+            finish(get_property_abi(caller, path, path_size, ptr_ptr, size_ptr))
         },
     )?;
     linker.func_wrap(
@@ -42,7 +40,7 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
     Ok(())
 }
 
-async fn get_property_abi(
+fn get_property_abi(
     mut caller: Ctx<'_>,
     path: u32,
     path_size: u32,
@@ -52,7 +50,7 @@ async fn get_property_abi(
     let value = with_memory(&mut caller, |view, data| {
         get_property(data, slice(view, path, path_size)?)
     })??;
-    copy_to_guest(caller, &value, ptr_ptr, size_ptr).await
+    copy_to_guest(caller, &value, ptr_ptr, size_ptr)
 }
 
 /// `proxy_get_property`: the value at the NUL-separated `path`.

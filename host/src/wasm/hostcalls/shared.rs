@@ -24,14 +24,13 @@ use crate::wasm::{
 
 /// Defines the six shared-data and shared-queue functions.
 pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
-    linker.func_wrap_async(
+    linker.func_wrap(
         HOST_MODULE,
         "proxy_get_shared_data",
-        |caller: Ctx<'_>,
-         (key, key_size, ptr_ptr, size_ptr, cas_ptr): (u32, u32, u32, u32, u32)| {
-            Box::new(async move {
-                finish(get_shared_data(caller, key, key_size, ptr_ptr, size_ptr, cas_ptr).await)
-            })
+        |caller: Ctx<'_>, key: u32, key_size: u32, ptr_ptr: u32, size_ptr: u32, cas_ptr: u32| {
+            finish(get_shared_data(
+                caller, key, key_size, ptr_ptr, size_ptr, cas_ptr,
+            ))
         },
     )?;
     linker.func_wrap(
@@ -95,17 +94,17 @@ pub(super) fn add_to_linker(linker: &mut HostLinker) -> wasmtime::Result<()> {
             })())
         },
     )?;
-    linker.func_wrap_async(
+    linker.func_wrap(
         HOST_MODULE,
         "proxy_dequeue_shared_queue",
-        |caller: Ctx<'_>, (token, ptr_ptr, size_ptr): (u32, u32, u32)| {
-            Box::new(async move { finish(dequeue(caller, token, ptr_ptr, size_ptr).await) })
+        |caller: Ctx<'_>, token: u32, ptr_ptr: u32, size_ptr: u32| {
+            finish(dequeue(caller, token, ptr_ptr, size_ptr))
         },
     )?;
     Ok(())
 }
 
-async fn get_shared_data(
+fn get_shared_data(
     mut caller: Ctx<'_>,
     key: u32,
     key_size: u32,
@@ -119,12 +118,12 @@ async fn get_shared_data(
     })??;
     // The CAS first: `copy_to_guest` is the last thing a host function does.
     write_u32(&mut caller, cas_ptr, cas)?;
-    copy_to_guest(caller, &value, ptr_ptr, size_ptr).await
+    copy_to_guest(caller, &value, ptr_ptr, size_ptr)
 }
 
-async fn dequeue(mut caller: Ctx<'_>, token: u32, ptr_ptr: u32, size_ptr: u32) -> HostResult {
+fn dequeue(mut caller: Ctx<'_>, token: u32, ptr_ptr: u32, size_ptr: u32) -> HostResult {
     let item = state(&mut caller).host.queues.dequeue(token)?;
-    copy_to_guest(caller, &item, ptr_ptr, size_ptr).await
+    copy_to_guest(caller, &item, ptr_ptr, size_ptr)
 }
 
 /// `proxy_register_shared_queue`: registers (or takes over) queue `name` of this plugin's VM

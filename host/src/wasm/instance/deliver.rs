@@ -24,7 +24,7 @@ impl Instance {
         match call {
             StreamCall::Create { .. } | StreamCall::Start { .. } => {
                 if let Some(f) = &e.on_context_create {
-                    self.invoke(store, f, (context, root), context).await?;
+                    self.invoke(store, f, (context, root), context)?;
                 }
                 let StreamCall::Start {
                     headers,
@@ -37,20 +37,20 @@ impl Instance {
                 match &e.on_request_headers {
                     Some(f) => {
                         let params = (context, headers, u32::from(end_of_stream));
-                        self.invoke(store, f, params, context).await
+                        self.invoke(store, f, params, context)
                     }
                     None => Ok(0),
                 }
             }
             StreamCall::Finish => {
                 if let Some(f) = &e.on_done {
-                    self.invoke(store, f, context, context).await?;
+                    self.invoke(store, f, context, context)?;
                 }
                 if let Some(f) = &e.on_log {
-                    self.invoke(store, f, context, context).await?;
+                    self.invoke(store, f, context, context)?;
                 }
                 match &e.on_delete {
-                    Some(f) => self.invoke(store, f, context, context).await.map(|()| 0),
+                    Some(f) => self.invoke(store, f, context, context).map(|()| 0),
                     None => Ok(0),
                 }
             }
@@ -72,7 +72,7 @@ impl Instance {
                 };
                 let params = (context, headers, u32::from(end_of_stream));
                 match func {
-                    Some(f) => self.invoke(store, f, params, context).await,
+                    Some(f) => self.invoke(store, f, params, context),
                     None => Ok(0),
                 }
             }
@@ -87,7 +87,7 @@ impl Instance {
                 };
                 let params = (context, size, u32::from(end_of_stream));
                 match func {
-                    Some(f) => self.invoke(store, f, params, context).await,
+                    Some(f) => self.invoke(store, f, params, context),
                     None => Ok(0),
                 }
             }
@@ -97,12 +97,12 @@ impl Instance {
                     Side::Response => &e.on_response_trailers,
                 };
                 match func {
-                    Some(f) => self.invoke(store, f, (context, trailers), context).await,
+                    Some(f) => self.invoke(store, f, (context, trailers), context),
                     None => Ok(0),
                 }
             }
             StreamCall::Delete => match &e.on_delete {
-                Some(f) => self.invoke(store, f, context, context).await.map(|()| 0),
+                Some(f) => self.invoke(store, f, context, context).map(|()| 0),
                 None => Ok(0),
             },
         }
@@ -126,9 +126,7 @@ impl Instance {
             body: response.body,
         });
         let root = self.root_id;
-        let result = self
-            .invoke(store, &f, (root, token, headers, body, trailers), root)
-            .await;
+        let result = self.invoke(store, &f, (root, token, headers, body, trailers), root);
         store.data_mut().data.delivery = None;
         result
     }
@@ -177,7 +175,7 @@ impl Instance {
             return Ok(());
         };
         store.data_mut().data.delivery = Some(delivery);
-        let result = self.invoke(store, &func, (root, token, count), root).await;
+        let result = self.invoke(store, &func, (root, token, count), root);
         store.data_mut().data.delivery = None;
         result
     }
@@ -200,11 +198,11 @@ impl Instance {
         let root = self.root_id;
         let result = match event {
             RootEvent::Tick => match &self.exports.on_tick {
-                Some(f) => self.invoke(&mut store, f, root, root).await,
+                Some(f) => self.invoke(&mut store, f, root, root),
                 None => Ok(()),
             },
             RootEvent::QueueReady(queue) => match &self.exports.on_queue_ready {
-                Some(f) => self.invoke(&mut store, f, (root, queue), root).await,
+                Some(f) => self.invoke(&mut store, f, (root, queue), root),
                 None => Ok(()),
             },
             RootEvent::HttpCall { token, response } => {

@@ -57,15 +57,13 @@ impl Instance {
             stale: false,
         };
         let instance = pre
-            .instantiate_async(&mut store)
-            .await
+            .instantiate(&mut store)
             .map_err(|e| start_failure(format!("cannot instantiate: {e:#}")))?;
         let exports = resolve_exports(&instance, &mut store).map_err(start_failure)?;
         store.data_mut().data.exports = Some(exports.clone());
         let trampolines = match exports.stream_callbacks() {
             Some(imports) => {
-                let module = wasmtime::Instance::new_async(&mut store, &host.trampolines, &imports)
-                    .await
+                let module = wasmtime::Instance::new(&mut store, &host.trampolines, &imports)
                     .map_err(|e| start_failure(format!("cannot link the trampolines: {e:#}")))?;
                 let stream = module
                     .get_typed_func(&mut store, "stream")
@@ -116,13 +114,11 @@ impl Instance {
         for name in [GuestExport::Initialize, GuestExport::Start] {
             if let Some(func) = export::<(), ()>(instance, &mut store, name).map_err(start)? {
                 self.invoke(&mut store, &func, (), self.root_id)
-                    .await
                     .map_err(|f| start(format!("`{name}` failed: {f}")))?;
                 break;
             }
         }
         self.resolve_host_buffer(&mut store, instance)
-            .await
             .map_err(|f| start(format!("`{}` failed: {f}", WeftExport::HostBuffer)))?;
         // weft's extension: the address of the word in which the guest notes the stream
         // callbacks that do nothing. A function of another shape under that name is not it.
@@ -132,20 +128,17 @@ impl Instance {
         if let Some(func) = noted {
             let address = self
                 .invoke(&mut store, &func, (), self.root_id)
-                .await
                 .map_err(|f| start(format!("`{}` failed: {f}", WeftExport::DefaultCallbacks)))?;
             let _ = self.default_callbacks.set(address);
         }
         if let Some(create) = &self.exports.on_context_create {
             self.invoke(&mut store, create, (self.root_id, 0), self.root_id)
-                .await
                 .map_err(|f| start(format!("creating the root context failed: {f}")))?;
         }
         if let Some(vm_start) = &self.exports.on_vm_start {
             let size = store.data().data.vm_configuration.len() as u32;
             let ok = self
                 .invoke(&mut store, vm_start, (self.root_id, size), self.root_id)
-                .await
                 .map_err(|f| start(format!("proxy_on_vm_start failed: {f}")))?;
             if ok == 0 {
                 return Err(start("proxy_on_vm_start returned false".into()));
@@ -156,7 +149,6 @@ impl Instance {
             let size = spec.configuration.len() as u32;
             let ok = self
                 .invoke(&mut store, configure, (self.root_id, size), self.root_id)
-                .await
                 .map_err(|f| start(format!("proxy_on_configure failed: {f}")))?;
             if ok == 0 {
                 // The plugin's own reason, when it logged one (the weft SDK always does).
@@ -177,7 +169,7 @@ impl Instance {
     /// `weft_host_buffer`, calls it once and keeps the region in the store's data if a host
     /// function may write it; a wrong signature or a region that is not valid is ignored (the
     /// allocator serves, as on any host without the extension). A trap is the guest's failure.
-    async fn resolve_host_buffer(
+    fn resolve_host_buffer(
         &self,
         store: &mut GuestStore,
         instance: &wasmtime::Instance,
@@ -193,7 +185,7 @@ impl Instance {
                 return Ok(());
             }
         };
-        let bits = self.invoke(store, &func, (), self.root_id).await?;
+        let bits = self.invoke(store, &func, (), self.root_id)?;
         let memory_len = self.exports.memory.data_size(&*store);
         match host_buffer_region(bits, memory_len) {
             Ok(region) => store.data_mut().data.host_buffer = Some(region),

@@ -285,8 +285,7 @@ async fn guest_from(host: &Arc<WasmHost>, wat: &str) -> Guest {
     } = fixture(host);
     let mut store = host.runtime.store(GuestState::new(limits(), data));
     let instance = linker(host)
-        .instantiate_async(&mut store, &module.module)
-        .await
+        .instantiate(&mut store, &module.module)
         .expect("instantiates");
     let memory = instance.get_memory(&mut store, "memory").expect("memory");
     let allocate = instance
@@ -297,7 +296,7 @@ async fn guest_from(host: &Arc<WasmHost>, wat: &str) -> Guest {
         .ok()
     {
         Some(export) => {
-            let bits = export.call_async(&mut store, ()).await.expect("returns");
+            let bits = export.call(&mut store, ()).expect("returns");
             host_buffer_region(bits, memory.data_size(&store)).ok()
         }
         None => None,
@@ -383,8 +382,7 @@ impl Guest {
             .unwrap_or_else(|| panic!("{name} is exported"));
         let params: Vec<Val> = params.iter().map(|&p| Val::I32(p as i32)).collect();
         let mut results = [Val::I32(-1)];
-        func.call_async(&mut self.store, &params, &mut results)
-            .await
+        func.call(&mut self.store, &params, &mut results)
             .unwrap_or_else(|e| panic!("{name} trapped: {e:#}"));
         results[0].unwrap_i32() as u32
     }
