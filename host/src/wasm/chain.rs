@@ -203,9 +203,13 @@ impl FilterStream {
                 },
                 None => StreamCall::Create { may_move },
             };
-            let result = instance
-                .stream_call(&mut self.stream, context, slot, call)
-                .await;
+            let result = match instance.try_stream_call(&mut self.stream, context, slot, call) {
+                Ok(result) => result,
+                // Boxed: the rare wait keeps the future of every call small.
+                Err(call) => {
+                    Box::pin(instance.stream_call(&mut self.stream, context, slot, call)).await
+                }
+            };
             match result {
                 Ok(action) => {
                     self.slots[slot].instance = Some(instance);
@@ -232,10 +236,13 @@ impl FilterStream {
             return Ok(0);
         };
         let context = self.slots[slot].context;
-        match instance
-            .stream_call(&mut self.stream, context, slot, call)
-            .await
-        {
+        let result = match instance.try_stream_call(&mut self.stream, context, slot, call) {
+            Ok(result) => result,
+            Err(call) => {
+                Box::pin(instance.stream_call(&mut self.stream, context, slot, call)).await
+            }
+        };
+        match result {
             Ok(value) => Ok(value),
             Err(failure) => self.failed(slot, &failure),
         }
@@ -359,10 +366,13 @@ impl FilterStream {
             return Ok(0);
         };
         let context = self.slots[slot].context;
-        let action = match instance
-            .stream_call(&mut self.stream, context, slot, call)
-            .await
-        {
+        let result = match instance.try_stream_call(&mut self.stream, context, slot, call) {
+            Ok(result) => result,
+            Err(call) => {
+                Box::pin(instance.stream_call(&mut self.stream, context, slot, call)).await
+            }
+        };
+        let action = match result {
             Ok(action) => action,
             Err(failure) => self.failed(slot, &failure)?,
         };

@@ -369,12 +369,40 @@ impl Instance {
         slot: usize,
         call: StreamCall,
     ) -> Result<u32, Failure> {
-        // Uncontended, the common case: no waiter to register, no timer.
-        let mut store = match self.store.try_lock() {
-            Some(store) => store,
-            // Boxed: the rare path keeps the future of every call small.
-            None => Box::pin(self.lock_contended(&call)).await?,
-        };
+        match self.try_stream_call(stream, context, slot, call) {
+            Ok(result) => result,
+            Err(call) => {
+                let mut store = self.lock_contended(&call).await?;
+                self.locked_stream_call(&mut store, stream, context, slot, call)
+            }
+        }
+    }
+
+    /// [`stream_call`](Self::stream_call) without waiting: the call, made at once (guest calls
+    /// are synchronous), or `Err(call)` back while another call holds the instance. The
+    /// common case, uncontended, builds no future at all.
+    pub fn try_stream_call(
+        self: &Arc<Self>,
+        stream: &mut Option<Box<StreamData>>,
+        context: u32,
+        slot: usize,
+        call: StreamCall,
+    ) -> Result<Result<u32, Failure>, StreamCall> {
+        match self.store.try_lock() {
+            Some(mut store) => Ok(self.locked_stream_call(&mut store, stream, context, slot, call)),
+            None => Err(call),
+        }
+    }
+
+    /// A stream call on the locked `store`.
+    fn locked_stream_call(
+        self: &Arc<Self>,
+        store: &mut GuestStore,
+        stream: &mut Option<Box<StreamData>>,
+        context: u32,
+        slot: usize,
+        call: StreamCall,
+    ) -> Result<u32, Failure> {
         {
             let data = &mut store.data_mut().data;
             data.stream = stream.take();
@@ -390,11 +418,10 @@ impl Instance {
             call,
             StreamCall::Headers { .. } | StreamCall::Body { .. } | StreamCall::Trailers { .. }
         );
-        let result = match self.plan(&mut store, context, slot, call) {
+        let result = match self.plan(store, context, slot, call) {
             Plan::Done(value) => Ok(value),
-            Plan::Stream(f, args) => self.invoke(&mut store, f, args, context),
-            // Boxed: the rare calls keep the future of the common ones small.
-            Plan::Other(call) => Box::pin(self.dispatch(&mut store, context, call)).await,
+            Plan::Stream(f, args) => self.invoke(store, f, args, context),
+            Plan::Other(call) => self.dispatch(store, context, call),
         };
         {
             let data = &mut store.data_mut().data;
@@ -403,9 +430,9 @@ impl Instance {
             data.delivery = None;
         }
         if middle {
-            self.after_phase(&mut store);
+            self.after_phase(store);
         } else {
-            self.after_call(&mut store);
+            self.after_call(store);
         }
         result
     }

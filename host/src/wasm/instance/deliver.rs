@@ -13,7 +13,7 @@ impl Instance {
     /// The calls [`plan`](Self::plan) leaves: context creation alone, callout answers, and
     /// every stream call on a guest without every callback the trampolines need (one guest call
     /// after another; a callback the guest lacks is `Continue`).
-    pub(super) async fn dispatch(
+    pub(super) fn dispatch(
         self: &Arc<Self>,
         store: &mut GuestStore,
         context: u32,
@@ -54,12 +54,11 @@ impl Instance {
                     None => Ok(0),
                 }
             }
-            StreamCall::HttpCallResponse { token, response } => self
-                .deliver_http_call(store, token, *response)
-                .await
-                .map(|()| 0),
+            StreamCall::HttpCallResponse { token, response } => {
+                self.deliver_http_call(store, token, *response).map(|()| 0)
+            }
             StreamCall::Grpc { token, event } => {
-                self.deliver_grpc(store, token, *event).await.map(|()| 0)
+                self.deliver_grpc(store, token, *event).map(|()| 0)
             }
             StreamCall::Headers {
                 side,
@@ -108,7 +107,7 @@ impl Instance {
         }
     }
 
-    async fn deliver_http_call(
+    fn deliver_http_call(
         &self,
         store: &mut GuestStore,
         token: u32,
@@ -131,7 +130,7 @@ impl Instance {
         result
     }
 
-    async fn deliver_grpc(
+    fn deliver_grpc(
         &self,
         store: &mut GuestStore,
         token: u32,
@@ -206,9 +205,9 @@ impl Instance {
                 None => Ok(()),
             },
             RootEvent::HttpCall { token, response } => {
-                self.deliver_http_call(&mut store, token, response).await
+                self.deliver_http_call(&mut store, token, response)
             }
-            RootEvent::Grpc { token, event } => self.deliver_grpc(&mut store, token, event).await,
+            RootEvent::Grpc { token, event } => self.deliver_grpc(&mut store, token, event),
         };
         if let Err(failure) = result {
             tracing::debug!(plugin = %self.plugin, %failure, "root context callback failed");
