@@ -191,6 +191,10 @@ pub struct Instance {
     /// Where in the guest's memory it notes the stream callbacks that do nothing (weft's
     /// extension [`weft_abi::DEFAULT_CALLBACKS_EXPORT`]; weft-sdk modules have it). Set once, at start.
     default_callbacks: OnceLock<u32>,
+    /// That word as the last call into the guest left it, read without the store: a phase
+    /// whose bit is set is answered `Continue` without locking the instance at all. The guest
+    /// only ever adds bits, so a stale copy at worst enters the guest for nothing.
+    noted: AtomicU32,
 }
 
 /// The trampolines' export (see [`WasmHost::trampolines`]).
@@ -388,6 +392,9 @@ impl Instance {
         slot: usize,
         call: StreamCall,
     ) -> Result<Result<u32, Failure>, StreamCall> {
+        if call.callback().is_some_and(|c| self.skips(c)) {
+            return Ok(Ok(0));
+        }
         match self.store.try_lock() {
             Some(mut store) => Ok(self.locked_stream_call(&mut store, stream, context, slot, call)),
             None => Err(call),
@@ -420,8 +427,16 @@ impl Instance {
         );
         let result = match self.plan(store, context, slot, call) {
             Plan::Done(value) => Ok(value),
-            Plan::Stream(f, args) => self.invoke(store, f, args, context),
-            Plan::Other(call) => self.dispatch(store, context, call),
+            Plan::Stream(f, args) => {
+                let result = self.invoke(store, f, args, context);
+                self.refresh_noted(store);
+                result
+            }
+            Plan::Other(call) => {
+                let result = self.dispatch(store, context, call);
+                self.refresh_noted(store);
+                result
+            }
         };
         {
             let data = &mut store.data_mut().data;
@@ -540,18 +555,33 @@ impl Instance {
     /// chain then sees what a module without the callback gives: `Continue`. A broken
     /// instance is called as before, so that the stream learns of the failure.
     fn noted_default(&self, store: &GuestStore, callback: StreamCallback) -> bool {
-        let Some(&address) = self.default_callbacks.get() else {
-            return false;
-        };
-        if self.is_broken() {
-            return false;
+        !self.is_broken()
+            && self
+                .noted_word(store)
+                .is_some_and(|word| word & callback.bit() != 0)
+    }
+
+    /// [`noted_default`](Self::noted_default) as of the last guest call, without the store.
+    fn skips(&self, callback: StreamCallback) -> bool {
+        !self.is_broken() && self.noted.load(Ordering::Relaxed) & callback.bit() != 0
+    }
+
+    /// Copies the guest's word into [`noted`](Self::noted) after a call into it.
+    fn refresh_noted(&self, store: &GuestStore) {
+        if let Some(word) = self.noted_word(store) {
+            self.noted.store(word, Ordering::Relaxed);
         }
-        let start = address as usize;
-        let word = start
-            .checked_add(4)
-            .and_then(|end| self.exports.memory.data(store).get(start..end))
-            .and_then(|bytes| <[u8; 4]>::try_from(bytes).ok());
-        word.is_some_and(|word| u32::from_le_bytes(word) & callback.bit() != 0)
+    }
+
+    /// The guest's word of noted callbacks, if it has one inside its memory.
+    fn noted_word(&self, store: &GuestStore) -> Option<u32> {
+        let start = *self.default_callbacks.get()? as usize;
+        let bytes = self
+            .exports
+            .memory
+            .data(store)
+            .get(start..start.checked_add(4)?)?;
+        <[u8; 4]>::try_from(bytes).ok().map(u32::from_le_bytes)
     }
 }
 

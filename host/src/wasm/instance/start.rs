@@ -88,6 +88,7 @@ impl Instance {
             calls: host.calls.with_label_values(&[&spec.plugin]),
             trampolines,
             default_callbacks: OnceLock::new(),
+            noted: AtomicU32::new(0),
         });
         let _ = cell.set(Arc::downgrade(&live));
         // Counted from here: dropping a failed start undoes the gauge in `Drop`.
@@ -130,6 +131,7 @@ impl Instance {
                 .invoke(&mut store, &func, (), self.root_id)
                 .map_err(|f| start(format!("`{}` failed: {f}", WeftExport::DefaultCallbacks)))?;
             let _ = self.default_callbacks.set(address);
+            self.refresh_noted(&store);
         }
         if let Some(create) = &self.exports.on_context_create {
             self.invoke(&mut store, create, (self.root_id, 0), self.root_id)
