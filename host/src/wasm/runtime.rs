@@ -2,12 +2,12 @@
 //!
 //! - **Synchronous calls with epoch interruption.** A guest call is a plain function call on
 //!   the caller's thread: no fiber, no stack switch, no future per call. An epoch ticker thread
-//!   advances the engine's epoch every [`EngineSettings::tick`]; at each tick of a call that is
-//!   still running, the tokio worker it runs on hands its queued tasks and I/O to another thread
+//!   advances the engine's epoch every [`EngineSettings::tick`]; at each tick of a call that has
+//!   run for a whole tick, the tokio worker it runs on hands its queued tasks and I/O to another thread
 //!   (`block_in_place`), so a guest that loops never stalls the requests behind it, and once the
 //!   call has run past its deadline it traps. Deadlines are counted in ticks, so starting a call
-//!   reads an atomic rather than the clock; a call traps between its deadline and two ticks
-//!   later.
+//!   reads an atomic rather than the clock; a call traps between its deadline and three ticks
+//!   later (one of them slack for a ticker thread that was late when the call began).
 //! - **Memory caps.** The pooling allocator bounds the pool (instances, memory per instance);
 //!   each store carries `StoreLimits` with its plugin's own cap, and a `memory.grow` past it
 //!   fails inside the guest (returns -1), as the Wasm spec allows.
@@ -302,12 +302,14 @@ impl WasmRuntime {
                 Some(started) if past_deadline(started, now, state.limits.deadline, tick) => Err(
                     wasmtime::Error::new(DeadlineExceeded(state.limits.deadline)),
                 ),
-                // Still within its deadline: it runs on, and the tasks queued behind it on this
-                // worker move to another thread.
-                _ => {
-                    hand_off_worker();
+                // Still within its deadline, and running for a whole tick at least (the first
+                // tick may come a moment after a short call began): it runs on, and the tasks
+                // queued behind it on this worker move to another thread.
+                Some(started) if is_long_call(started, now) => {
+                    hand_off_worker(handoff_wait(started, now));
                     Ok(UpdateDeadline::Continue(1))
                 }
+                _ => Ok(UpdateDeadline::Continue(1)),
             }
         });
         store
@@ -363,17 +365,39 @@ impl WasmRuntime {
 }
 
 /// Whether a call that started at tick `started` has run past `deadline` at tick `now`. Ticks
-/// come at least `tick` apart, and the call began somewhere within its first tick, so it has
-/// surely run `deadline` once more than `ceil(deadline / tick)` ticks have passed.
+/// come at least `tick` apart, and the call began somewhere within its first tick — or within
+/// the next one, when the ticker thread was late on a loaded machine and the count it read was
+/// a tick behind — so it has surely run `deadline` once more than `ceil(deadline / tick) + 1`
+/// ticks have passed.
 fn past_deadline(started: u64, now: u64, deadline: Duration, tick: Duration) -> bool {
     let tick_ns = tick.as_nanos().max(1);
-    let ticks = deadline.as_nanos().div_ceil(tick_ns);
+    let ticks = deadline.as_nanos().div_ceil(tick_ns) + 1;
     u128::from(now.saturating_sub(started)) > ticks
 }
 
-/// How long a guest that has run for a tick waits, once per tick, for another thread to take
-/// over its tokio worker: long enough for a parked blocking-pool thread to wake up.
+/// Ticks since its start after which a call surely ran a whole tick (it began somewhere within
+/// its first one) and hands its worker off: 5–10 ms with the default tick. Earlier, a call that
+/// merely straddles a tick — one in a thousand short calls — would pay for a hand-off.
+const LONG_CALL_TICKS: u64 = 2;
+
+/// Whether a call that started at tick `started` has surely run a whole tick at tick `now`.
+fn is_long_call(started: u64, now: u64) -> bool {
+    now.saturating_sub(started) >= LONG_CALL_TICKS
+}
+
+/// How long a guest that has run for a whole tick waits, at its first hand-off, for another
+/// thread to take over its tokio worker: long enough for a parked blocking-pool thread to wake
+/// up on an idle machine.
 const HANDOFF_WAIT: Duration = Duration::from_micros(200);
+
+/// The wait of a hand-off at tick `now` of a call that started at tick `started`: it doubles at
+/// each tick the call is still running, up to 8× [`HANDOFF_WAIT`] — on a loaded machine the new
+/// thread may be late, and then the worker is still this one's at the next tick. Once it has
+/// moved, the waits only slow a call that is past a whole tick already (at most a third of it).
+fn handoff_wait(started: u64, now: u64) -> Duration {
+    let attempt = now.saturating_sub(started).saturating_sub(LONG_CALL_TICKS);
+    HANDOFF_WAIT * (1u32 << attempt.min(3))
+}
 
 /// Called on a guest's thread at each tick of a long call: when it runs on a worker of a
 /// multi-thread tokio runtime, the worker's run queue and I/O driver go to another thread
@@ -382,13 +406,13 @@ const HANDOFF_WAIT: Duration = Duration::from_micros(200);
 /// are synchronous — no fiber and no stack switch per call — and this is what keeps them from
 /// stalling a worker. Outside a multi-thread runtime (a current-thread runtime, a plain
 /// thread) the guest runs on where it is.
-fn hand_off_worker() {
+fn hand_off_worker(wait: Duration) {
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
     if multi_thread {
         // The new thread takes the worker while this one waits; if it is late, the worker
-        // comes back here and the next tick tries again.
-        tokio::task::block_in_place(|| std::thread::sleep(HANDOFF_WAIT));
+        // comes back here and the next tick tries again, waiting longer.
+        tokio::task::block_in_place(|| std::thread::sleep(wait));
     }
 }
 

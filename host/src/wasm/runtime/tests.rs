@@ -201,13 +201,36 @@ fn real_sdk_filters_compile_for_both_targets() {
 fn a_deadline_passes_only_once_it_surely_elapsed() {
     let tick = Duration::from_millis(5);
     let deadline = Duration::from_millis(100);
-    // Started at tick 10: 20 ticks later it may have run only 95 ms; 21 ticks, at least 100.
+    // Started at tick 10 (as read; the ticker may have been a tick late): 21 ticks later it
+    // may have run only 100 ms minus a tick; 22 ticks, at least 100.
     assert!(!super::past_deadline(10, 10, deadline, tick));
-    assert!(!super::past_deadline(10, 30, deadline, tick));
-    assert!(super::past_deadline(10, 31, deadline, tick));
+    assert!(!super::past_deadline(10, 31, deadline, tick));
+    assert!(super::past_deadline(10, 32, deadline, tick));
     // A deadline that is not a whole number of ticks rounds up.
-    assert!(!super::past_deadline(0, 3, Duration::from_millis(12), tick));
-    assert!(super::past_deadline(0, 4, Duration::from_millis(12), tick));
+    assert!(!super::past_deadline(0, 4, Duration::from_millis(12), tick));
+    assert!(super::past_deadline(0, 5, Duration::from_millis(12), tick));
     // A tick counter read before the call's own start (never expected) is not past.
     assert!(!super::past_deadline(10, 9, deadline, tick));
+}
+
+#[test]
+fn only_a_call_that_ran_a_whole_tick_hands_its_worker_off() {
+    // Started within tick 10: at tick 11 it may have run a microsecond (a short call that
+    // straddles the tick); at tick 12 it has run at least a whole tick.
+    assert!(!super::is_long_call(10, 10));
+    assert!(!super::is_long_call(10, 11));
+    assert!(super::is_long_call(10, 12));
+    assert!(super::is_long_call(10, 40));
+    // A tick counter read before the call's own start (never expected) is not long.
+    assert!(!super::is_long_call(10, 9));
+}
+
+#[test]
+fn a_hand_off_waits_longer_at_each_tick_up_to_a_cap() {
+    let wait = |ticks: u64| super::handoff_wait(10, 10 + ticks);
+    assert_eq!(wait(2), super::HANDOFF_WAIT);
+    assert_eq!(wait(3), super::HANDOFF_WAIT * 2);
+    assert_eq!(wait(4), super::HANDOFF_WAIT * 4);
+    assert_eq!(wait(5), super::HANDOFF_WAIT * 8);
+    assert_eq!(wait(500), super::HANDOFF_WAIT * 8);
 }
