@@ -509,7 +509,7 @@ impl Instance {
             _ => {}
         }
         let callback = call.callback();
-        if callback.is_some_and(|c| self.noted_default(store, c)) {
+        if callback.is_some_and(|c| self.skips(c)) {
             return Plan::Done(0);
         }
         let Some(t) = &self.trampolines else {
@@ -551,17 +551,10 @@ impl Instance {
     }
 
     /// Whether the guest noted `callback` as one that does nothing and returns `Continue`
-    /// ([`weft_abi::DEFAULT_CALLBACKS_EXPORT`]): a bounds-checked read of its word, no guest call. The
-    /// chain then sees what a module without the callback gives: `Continue`. A broken
-    /// instance is called as before, so that the stream learns of the failure.
-    fn noted_default(&self, store: &GuestStore, callback: StreamCallback) -> bool {
-        !self.is_broken()
-            && self
-                .noted_word(store)
-                .is_some_and(|word| word & callback.bit() != 0)
-    }
-
-    /// [`noted_default`](Self::noted_default) as of the last guest call, without the store.
+    /// ([`weft_abi::DEFAULT_CALLBACKS_EXPORT`]), as of its last call: no guest call, and no
+    /// lock on the store. The chain then sees what a module without the callback gives:
+    /// `Continue`. A broken instance is called as before, so that the stream learns of the
+    /// failure.
     fn skips(&self, callback: StreamCallback) -> bool {
         !self.is_broken() && self.noted.load(Ordering::Relaxed) & callback.bit() != 0
     }
