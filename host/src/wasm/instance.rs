@@ -364,8 +364,9 @@ impl Instance {
     }
 
     /// Runs a call on a stream context `context` of this instance, lending it `stream` for the
-    /// call. Returns the callback's return value (the action for phase callbacks; 0 when the
-    /// module does not export the callback or noted it as a no-op).
+    /// call, once the instance is free: what [`try_stream_call`](Self::try_stream_call) leaves
+    /// while another call holds it. Returns the callback's return value (the action for phase
+    /// callbacks; 0 when the module does not export the callback or noted it as a no-op).
     pub async fn stream_call(
         self: &Arc<Self>,
         stream: &mut Option<Box<StreamData>>,
@@ -373,18 +374,13 @@ impl Instance {
         slot: usize,
         call: StreamCall,
     ) -> Result<u32, Failure> {
-        match self.try_stream_call(stream, context, slot, call) {
-            Ok(result) => result,
-            Err(call) => {
-                let mut store = self.lock_contended(&call).await?;
-                self.locked_stream_call(&mut store, stream, context, slot, call)
-            }
-        }
+        let mut store = self.lock_contended(&call).await?;
+        self.locked_stream_call(&mut store, stream, context, slot, call)
     }
 
-    /// [`stream_call`](Self::stream_call) without waiting: the call, made at once (guest calls
-    /// are synchronous), or `Err(call)` back while another call holds the instance. The
-    /// common case, uncontended, builds no future at all.
+    /// A call on a stream context without waiting: made at once (guest calls are synchronous),
+    /// or `Err(call)` back while another call holds the instance, for
+    /// [`stream_call`](Self::stream_call). The common case, uncontended, builds no future.
     pub fn try_stream_call(
         self: &Arc<Self>,
         stream: &mut Option<Box<StreamData>>,
@@ -427,17 +423,11 @@ impl Instance {
         );
         let result = match self.plan(store, context, slot, call) {
             Plan::Done(value) => Ok(value),
-            Plan::Stream(f, args) => {
-                let result = self.invoke(store, f, args, context);
-                self.refresh_noted(store);
-                result
-            }
-            Plan::Other(call) => {
-                let result = self.dispatch(store, context, call);
-                self.refresh_noted(store);
-                result
-            }
+            Plan::Stream(f, args) => self.invoke(store, f, args, context),
+            Plan::Other(call) => self.dispatch(store, context, call),
         };
+        // The guest may have noted a default during the call.
+        self.refresh_noted(store);
         {
             let data = &mut store.data_mut().data;
             *stream = data.stream.take();
