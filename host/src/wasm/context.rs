@@ -24,7 +24,10 @@ use tokio::sync::mpsc::{self, error::SendError};
 use wasmtime::{Memory, TypedFunc};
 
 use super::{
-    callout::CalloutResponse, host::WasmHost, instance::Instance, properties::PluginIdentity,
+    callout::CalloutResponse,
+    host::WasmHost,
+    instance::Instance,
+    properties::{PluginIdentity, PropertyMap},
 };
 use crate::http::proxy::Downstream;
 
@@ -242,7 +245,7 @@ pub struct StreamData {
     /// The response body the current call sees (`HttpResponseBody`).
     pub response_body: BytesMut,
     /// Values filters stored with `proxy_set_property`, by dotted path.
-    pub properties: HashMap<String, Bytes>,
+    pub properties: PropertyMap,
     /// Request body bytes received from the client so far (`request.size`).
     pub request_body_bytes: u64,
     /// Response body bytes passed on to the client so far (`response.size`).
@@ -454,7 +457,7 @@ pub struct HostData {
     /// Open gRPC calls and streams by token.
     pub grpc: HashMap<u32, GrpcHandle>,
     /// Properties set outside any stream (on the root context).
-    pub root_properties: HashMap<String, Bytes>,
+    pub root_properties: PropertyMap,
     /// A `Critical` log line (the SDK's panic hook) was written during the current call.
     pub panicked: bool,
     /// The last `Error` or `Critical` line the guest logged: why it refused its configuration.
@@ -493,7 +496,7 @@ impl HostData {
             pending_calls: 0,
             next_token: 0,
             grpc: HashMap::new(),
-            root_properties: HashMap::new(),
+            root_properties: PropertyMap::default(),
             panicked: false,
             last_error: None,
             stream_slot: 0,

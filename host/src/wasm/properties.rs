@@ -44,6 +44,10 @@ use weft_abi::{
 
 use super::context::StreamData;
 
+/// The values filters set with `proxy_set_property`, by dotted path: a few per stream, named
+/// by the filters, so hashed with foldhash rather than SipHash.
+pub type PropertyMap = HashMap<String, Bytes, foldhash::fast::RandomState>;
+
 /// The property a filter sets to route a request to a cluster.
 pub const UPSTREAM_CLUSTER: &str = "weft.upstream_cluster";
 
@@ -67,7 +71,7 @@ pub struct Properties<'a> {
     pub plugin: &'a PluginIdentity,
     /// Values set with `proxy_set_property` (on the stream, or on the root context), by dotted
     /// path.
-    pub stored: &'a HashMap<String, Bytes>,
+    pub stored: &'a PropertyMap,
 }
 
 impl<'a> Properties<'a> {
@@ -81,7 +85,7 @@ impl<'a> Properties<'a> {
     }
 
     /// Lookups on a root context: no stream, the values stored on the root context.
-    pub fn for_root(plugin: &'a PluginIdentity, stored: &'a HashMap<String, Bytes>) -> Self {
+    pub fn for_root(plugin: &'a PluginIdentity, stored: &'a PropertyMap) -> Self {
         Self {
             stream: None,
             plugin,
@@ -91,49 +95,45 @@ impl<'a> Properties<'a> {
 
     /// The value at `path` (segments, as `proxy_get_property` splits them on NUL).
     pub fn get(&self, path: &[&[u8]]) -> Result<Vec<u8>, Status> {
-        // Paths are a few segments: read them on the stack.
-        let mut short = [""; 4];
-        let long: Vec<&str>;
-        let segments: &[&str] = if path.len() <= short.len() {
-            for (slot, segment) in short.iter_mut().zip(path) {
-                *slot = std::str::from_utf8(segment).map_err(|_| Status::NotFound)?;
-            }
-            &short[..path.len()]
-        } else {
-            long = path
-                .iter()
-                .map(|s| std::str::from_utf8(s))
-                .collect::<Result<_, _>>()
-                .map_err(|_| Status::NotFound)?;
-            &long
-        };
-        let value = match segments {
-            ["request", field] => self.request_field(field),
-            ["response", field] => self.response_field(field),
-            ["source", field] => self.stream.and_then(|s| address(s.downstream.peer, field)),
-            ["destination", field] => self.stream.and_then(|s| address(s.downstream.local, field)),
-            ["connection", field] => self.connection_field(field),
-            ["plugin_name"] => Some(self.plugin.name.clone().into_bytes()),
-            ["plugin_root_id"] => Some(self.plugin.root_id.clone().into_bytes()),
-            ["plugin_vm_id"] => Some(self.plugin.vm_id.clone().into_bytes()),
-            ["xds", "cluster_name"] => self.routed_cluster(),
-            ["weft", "upstream_cluster"] => self
+        // Matched as bytes: a path that is not UTF-8 matches nothing, as before, without a
+        // check per segment on every read.
+        let value = match path {
+            [b"request", field] => self.request_field(field),
+            [b"response", field] => self.response_field(field),
+            [b"source", field] => self.stream.and_then(|s| address(s.downstream.peer, field)),
+            [b"destination", field] => self.stream.and_then(|s| address(s.downstream.local, field)),
+            [b"connection", field] => self.connection_field(field),
+            [b"plugin_name"] => Some(self.plugin.name.clone().into_bytes()),
+            [b"plugin_root_id"] => Some(self.plugin.root_id.clone().into_bytes()),
+            [b"plugin_vm_id"] => Some(self.plugin.vm_id.clone().into_bytes()),
+            [b"xds", b"cluster_name"] => self.routed_cluster(),
+            [b"weft", b"upstream_cluster"] => self
                 .stored
                 .get(UPSTREAM_CLUSTER)
                 .map(|v| v.to_vec())
                 .or_else(|| self.routed_cluster()),
-            ["weft", "peer_principal"] => self
+            [b"weft", b"peer_principal"] => self
                 .peer()
                 .and_then(|p| p.principal.clone())
                 .map(String::into_bytes),
             _ => None,
         };
         value
-            .or_else(|| self.stored.get(&segments.join(".")).map(|v| v.to_vec()))
+            .or_else(|| self.stored_value(path))
             .ok_or(Status::NotFound)
     }
 
-    fn request_field(&self, field: &str) -> Option<Vec<u8>> {
+    /// What a filter stored at `path` with `proxy_set_property`, kept under the segments
+    /// joined with `.`.
+    fn stored_value(&self, path: &[&[u8]]) -> Option<Vec<u8>> {
+        if self.stored.is_empty() {
+            return None;
+        }
+        let key = std::str::from_utf8(&path.join(&b'.')).ok()?.to_owned();
+        self.stored.get(&key).map(|v| v.to_vec())
+    }
+
+    fn request_field(&self, field: &[u8]) -> Option<Vec<u8>> {
         let stream = self.stream?;
         let header = |name: http::HeaderName| {
             stream
@@ -144,18 +144,18 @@ impl<'a> Properties<'a> {
         let path = &stream.path[..];
         let query_at = path.iter().position(|&b| b == b'?');
         Some(match field {
-            "path" => path.to_vec(),
-            "url_path" => path[..query_at.unwrap_or(path.len())].to_vec(),
-            "query" => query_at.map_or(Vec::new(), |at| path[at + 1..].to_vec()),
-            "method" => stream.method.as_str().as_bytes().to_vec(),
-            "host" if stream.authority.is_empty() => return None,
-            "host" => stream.authority.as_bytes().to_vec(),
-            "scheme" => stream.scheme.as_bytes().to_vec(),
-            "protocol" => protocol(stream.version).as_bytes().to_vec(),
-            "id" => return header(http::HeaderName::from_static("x-request-id")),
-            "referer" => return header(http::header::REFERER),
-            "useragent" => return header(http::header::USER_AGENT),
-            "headers" => {
+            b"path" => path.to_vec(),
+            b"url_path" => path[..query_at.unwrap_or(path.len())].to_vec(),
+            b"query" => query_at.map_or(Vec::new(), |at| path[at + 1..].to_vec()),
+            b"method" => stream.method.as_str().as_bytes().to_vec(),
+            b"host" if stream.authority.is_empty() => return None,
+            b"host" => stream.authority.as_bytes().to_vec(),
+            b"scheme" => stream.scheme.as_bytes().to_vec(),
+            b"protocol" => protocol(stream.version).as_bytes().to_vec(),
+            b"id" => return header(http::HeaderName::from_static("x-request-id")),
+            b"referer" => return header(http::header::REFERER),
+            b"useragent" => return header(http::header::USER_AGENT),
+            b"headers" => {
                 let mut pairs: Vec<(&[u8], &[u8])> = vec![
                     (b":authority", stream.authority.as_bytes()),
                     (b":path", path),
@@ -165,16 +165,16 @@ impl<'a> Properties<'a> {
                 pairs.extend(fields(&stream.request_headers));
                 encode_map(&pairs)
             }
-            "time" => encode_property_timestamp(stream.started).to_vec(),
-            "duration" => encode_property_duration(stream.duration?).to_vec(),
-            "size" => {
+            b"time" => encode_property_timestamp(stream.started).to_vec(),
+            b"duration" => encode_property_duration(stream.duration?).to_vec(),
+            b"size" => {
                 let declared = stream
                     .request_headers
                     .get(http::header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                 integer(declared.unwrap_or(stream.request_body_bytes))
             }
-            "total_size" => integer(
+            b"total_size" => integer(
                 stream
                     .request_body_bytes
                     .saturating_add(request_header_bytes(stream)),
@@ -183,11 +183,11 @@ impl<'a> Properties<'a> {
         })
     }
 
-    fn response_field(&self, field: &str) -> Option<Vec<u8>> {
+    fn response_field(&self, field: &[u8]) -> Option<Vec<u8>> {
         let stream = self.stream?;
         match field {
-            "size" => return Some(integer(stream.response_body_bytes)),
-            "total_size" => {
+            b"size" => return Some(integer(stream.response_body_bytes)),
+            b"total_size" => {
                 let head = stream.response.as_ref().map_or(0, |r| {
                     (":status".len() + 3) as u64 + header_bytes(&r.headers)
                 });
@@ -203,14 +203,14 @@ impl<'a> Properties<'a> {
         }
         let response = stream.response.as_ref()?;
         Some(match field {
-            "code" => encode_property_i64(i64::from(response.status.as_u16())).to_vec(),
-            "headers" => {
+            b"code" => encode_property_i64(i64::from(response.status.as_u16())).to_vec(),
+            b"headers" => {
                 let mut pairs: Vec<(&[u8], &[u8])> =
                     vec![(b":status", response.status.as_str().as_bytes())];
                 pairs.extend(fields(&response.headers));
                 encode_map(&pairs)
             }
-            "trailers" => {
+            b"trailers" => {
                 let pairs: Vec<_> = fields(stream.response_trailers.as_ref()?).collect();
                 encode_map(&pairs)
             }
@@ -218,14 +218,14 @@ impl<'a> Properties<'a> {
         })
     }
 
-    fn connection_field(&self, field: &str) -> Option<Vec<u8>> {
+    fn connection_field(&self, field: &[u8]) -> Option<Vec<u8>> {
         let tls = self.stream?.downstream.tls.as_ref();
         Some(match field {
-            "mtls" => encode_property_bool(self.peer().is_some()).to_vec(),
-            "tls_version" => tls?.version.as_bytes().to_vec(),
-            "uri_san_peer_certificate" => self.peer()?.uri_sans.first()?.clone().into_bytes(),
-            "dns_san_peer_certificate" => self.peer()?.dns_sans.first()?.clone().into_bytes(),
-            "subject_peer_certificate" => self.peer()?.subject.clone().into_bytes(),
+            b"mtls" => encode_property_bool(self.peer().is_some()).to_vec(),
+            b"tls_version" => tls?.version.as_bytes().to_vec(),
+            b"uri_san_peer_certificate" => self.peer()?.uri_sans.first()?.clone().into_bytes(),
+            b"dns_san_peer_certificate" => self.peer()?.dns_sans.first()?.clone().into_bytes(),
+            b"subject_peer_certificate" => self.peer()?.subject.clone().into_bytes(),
             _ => return None,
         })
     }
@@ -239,12 +239,47 @@ impl<'a> Properties<'a> {
     }
 }
 
-fn address(addr: std::net::SocketAddr, field: &str) -> Option<Vec<u8>> {
+fn address(addr: std::net::SocketAddr, field: &[u8]) -> Option<Vec<u8>> {
     match field {
-        "address" => Some(addr.to_string().into_bytes()),
-        "port" => Some(encode_property_i64(i64::from(addr.port())).to_vec()),
+        b"address" => Some(address_bytes(addr)),
+        b"port" => Some(encode_property_i64(i64::from(addr.port())).to_vec()),
         _ => None,
     }
+}
+
+/// `ip:port` (`[ip]:port` for IPv6), as `SocketAddr` displays it. An IPv4 address, the common
+/// case, is written digit by digit: formatting through `Display` costs ten times as much, on
+/// a property a rate limit reads on every request.
+fn address_bytes(addr: std::net::SocketAddr) -> Vec<u8> {
+    let std::net::SocketAddr::V4(v4) = addr else {
+        return addr.to_string().into_bytes();
+    };
+    let mut out = Vec::with_capacity(21);
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        push_decimal(&mut out, u32::from(octet));
+    }
+    out.push(b':');
+    push_decimal(&mut out, u32::from(v4.port()));
+    out
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// An integer property, saturating at `i64::MAX`.

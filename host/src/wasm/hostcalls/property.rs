@@ -79,13 +79,17 @@ pub(super) fn get_property(data: &mut HostData, path: &[u8]) -> Result<Vec<u8>, 
 /// `proxy_set_property`: stores `value` under the NUL-separated `path`, on the stream the
 /// effective context is on, or on the root context.
 pub(super) fn set_property(data: &mut HostData, path: &[u8], value: Bytes) -> Result<(), Status> {
-    let mut key = String::with_capacity(path.len());
-    for (i, segment) in split_property_path(path).iter().enumerate() {
-        if i > 0 {
-            key.push('.');
-        }
-        key.push_str(&String::from_utf8_lossy(segment));
-    }
+    // The segments joined with `.`: the NULs between them replaced, in one copy (a trailing
+    // NUL ends the path, as `property_segments` reads it).
+    let path = path.strip_suffix(&[0]).unwrap_or(path);
+    let dotted: Vec<u8> = path
+        .iter()
+        .map(|&b| if b == 0 { b'.' } else { b })
+        .collect();
+    let key = match String::from_utf8(dotted) {
+        Ok(key) => key,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
     match data.current_stream() {
         Some(stream) => stream.properties.insert(key, value),
         None => data.root_properties.insert(key, value),

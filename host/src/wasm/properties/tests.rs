@@ -2,10 +2,7 @@
 //! not known yet (or not there at all, on a root context), values stored by filters, and the
 //! verified mTLS identity.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, UNIX_EPOCH},
-};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
@@ -122,7 +119,7 @@ fn request_and_connection_properties_use_envoys_names_and_encodings() {
 #[test]
 fn unknown_paths_and_values_not_yet_known_are_not_found() {
     let plugin = plugin();
-    let stored = HashMap::new();
+    let stored = PropertyMap::default();
     let root = Properties::for_root(&plugin, &stored);
     for path in [
         "request.path",
@@ -232,7 +229,7 @@ fn values_stored_by_filters_read_back_by_path() {
     );
     assert_eq!(get(&props, "my.filter.state").expect("state"), b"x");
 
-    let mut stored = HashMap::new();
+    let mut stored = PropertyMap::default();
     stored.insert("root.state".to_owned(), Bytes::from_static(b"r"));
     let root = Properties::for_root(&plugin, &stored);
     assert_eq!(get(&root, "root.state").expect("root state"), b"r");
@@ -337,4 +334,19 @@ fn the_cluster_a_filter_chose_reads_back_from_both_properties() {
         get(&props, "weft.upstream_cluster").expect("set"),
         b"canary"
     );
+}
+
+#[test]
+fn addresses_read_as_socket_addresses_display_them() {
+    for addr in [
+        "0.0.0.0:0",
+        "9.10.99.100:9",
+        "255.255.255.255:65535",
+        "127.0.0.1:10000",
+        "[::1]:8080",
+        "[2001:db8::7]:443",
+    ] {
+        let addr: std::net::SocketAddr = addr.parse().expect("address");
+        assert_eq!(super::address_bytes(addr), addr.to_string().into_bytes());
+    }
 }

@@ -36,6 +36,18 @@ async fn properties_through_the_abi() {
     assert_eq!(guest.call("proxy_get_property", &args).await, OK);
     assert_eq!(guest.returned(), b"canary");
 
+    // A trailing NUL (some SDKs end the path with one) names the same property.
+    let ended = format!("{path}\0");
+    guest.put(ARG, ended.as_bytes());
+    guest.put(ARG2, b"stable");
+    let set_ended = [ARG, ended.len() as u32, ARG2, 6];
+    assert_eq!(guest.call("proxy_set_property", &set_ended).await, OK);
+    assert_eq!(
+        lent(guest.data()).properties.get("weft.upstream_cluster"),
+        Some(&Bytes::from_static(b"stable"))
+    );
+    guest.put(ARG2, b"canary");
+
     // On the root context: plugin properties read, stream properties do not, values set land
     // on the root context.
     guest.data().effective = guest.data().root_id;

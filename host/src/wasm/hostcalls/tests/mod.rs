@@ -3,7 +3,7 @@
 //! logging (in the submodules), each through the ABI — a WAT guest that re-exports the imports,
 //! with a bump allocator — where memory handling matters, else on [`HostData`] directly.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use crate::wasm::context::{EventReceiver, event_queue};
 
@@ -108,7 +108,7 @@ pub(in crate::wasm) fn stream_data(
         response: None,
         response_trailers: None,
         response_body: BytesMut::new(),
-        properties: HashMap::new(),
+        properties: Default::default(),
         request_body_bytes: 0,
         response_body_bytes: 0,
         cluster: None,
