@@ -254,17 +254,21 @@ pub enum StreamCallback {
     ResponseBody = 4,
     /// `proxy_on_response_trailers`.
     ResponseTrailers = 5,
+    /// `proxy_on_log`: a host that knows it does nothing still ends the stream with
+    /// `proxy_on_done` and `proxy_on_delete`.
+    Log = 6,
 }
 
 impl StreamCallback {
     /// Every value, in bit order.
-    pub const ALL: [StreamCallback; 6] = [
+    pub const ALL: [StreamCallback; 7] = [
         StreamCallback::RequestHeaders,
         StreamCallback::RequestBody,
         StreamCallback::RequestTrailers,
         StreamCallback::ResponseHeaders,
         StreamCallback::ResponseBody,
         StreamCallback::ResponseTrailers,
+        StreamCallback::Log,
     ];
 
     /// The callback's bit in the word behind [`DEFAULT_CALLBACKS_EXPORT`].
@@ -281,6 +285,7 @@ impl StreamCallback {
             StreamCallback::ResponseHeaders => GuestExport::OnResponseHeaders,
             StreamCallback::ResponseBody => GuestExport::OnResponseBody,
             StreamCallback::ResponseTrailers => GuestExport::OnResponseTrailers,
+            StreamCallback::Log => GuestExport::OnLog,
         }
     }
 }

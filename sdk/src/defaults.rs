@@ -3,7 +3,8 @@
 //! callback as before).
 //!
 //! A trait cannot see whether a method was overridden, but a default body only ever runs for a
-//! type that kept it. So each default stream method of [`Filter`](crate::Filter) records itself
+//! type that kept it. So each default stream method of [`Filter`](crate::Filter) (the phases
+//! and `on_log`) records itself
 //! ([`default_ran`]) — when its `Self` is the filter type of the module — in a word of guest
 //! memory whose address `weft_default_callbacks_v1` hands the host, and from then on the host
 //! does not enter the guest for it. A default records itself the first time it runs: that call

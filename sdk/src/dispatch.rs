@@ -17,8 +17,10 @@ use crate::idmap::IdMap;
 use crate::views::{CallResponse, Log, Request, Response};
 use crate::{Filter, host as hostfns};
 
-/// One module instance's state (a thread-local: an instance is single-threaded).
+/// One module instance's state, for the test harness to swap in and out (in Wasm, the
+/// thread-locals below are the instance's for good).
 #[derive(Default)]
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) struct Instance {
     core: Core,
     /// `Filters<F>` for the module's filter type.
@@ -27,8 +29,6 @@ pub(crate) struct Instance {
 
 #[derive(Default)]
 struct Core {
-    /// Root context of each stream context.
-    stream_root: IdMap<u32>,
     /// Which side each paused stream waits on.
     paused: IdMap<StreamType>,
     /// Delayed streams per root: (deadline in host nanoseconds, stream context).
@@ -41,12 +41,21 @@ struct Core {
 
 struct Filters<F: Filter> {
     configs: IdMap<Rc<F::Config>>,
-    /// Each stream's filter; `None` while one of its phases runs (see [`with_filter`]).
-    streams: IdMap<Option<F>>,
+    /// Each stream context's filter and root context.
+    streams: IdMap<Stream<F>>,
+}
+
+struct Stream<F> {
+    root: u32,
+    filter: F,
 }
 
 thread_local! {
-    static INSTANCE: RefCell<Instance> = RefCell::new(Instance::default());
+    /// The SDK's bookkeeping. Apart from the filters, so that a filter's own calls into the
+    /// SDK (metrics, callouts) borrow it while a phase holds the filters.
+    static CORE: RefCell<Core> = RefCell::new(Core::default());
+    /// The module's filters and configurations, a `Filters<F>`.
+    static FILTERS: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
     /// The stream context whose phase is running (0 between phases), apart from the
     /// instance's maps so that setting it costs no borrow.
     static CURRENT: Cell<u32> = const { Cell::new(0) };
@@ -55,58 +64,46 @@ thread_local! {
 /// Swaps this thread's instance state with `other` (the test harness keeps one per harness).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn swap_instance(other: &mut Instance) {
-    INSTANCE.with(|i| std::mem::swap(&mut *i.borrow_mut(), other));
+    CORE.with(|c| std::mem::swap(&mut *c.borrow_mut(), &mut other.core));
+    FILTERS.with(|f| std::mem::swap(&mut *f.borrow_mut(), &mut other.filters));
 }
 
 fn core<R>(f: impl FnOnce(&mut Core) -> R) -> R {
-    INSTANCE.with(|i| f(&mut i.borrow_mut().core))
+    CORE.with(|c| f(&mut c.borrow_mut()))
 }
 
-fn filters<F: Filter, R>(f: impl FnOnce(&mut Filters<F>) -> R) -> R {
-    INSTANCE.with(|i| {
-        let mut instance = i.borrow_mut();
-        let slot = instance.filters.get_or_insert_with(|| {
+/// Runs `f` on the module's `Filters<F>`, made on first use. `None` when the filters are
+/// already in use: the host called back into the module from inside a callback, which
+/// neither weft nor Envoy does; the callback is then skipped.
+fn filters<F: Filter, R>(f: impl FnOnce(&mut Filters<F>) -> R) -> Option<R> {
+    FILTERS.with(|cell| {
+        let mut slot = cell.try_borrow_mut().ok()?;
+        if !slot.as_ref().is_some_and(|any| any.is::<Filters<F>>()) {
+            // One module exports one filter type; a second type cannot happen through
+            // `export_filter!`, but a harness reused across types could do it.
             crate::defaults::register::<F>();
-            Box::new(Filters::<F> {
+            *slot = Some(Box::new(Filters::<F> {
                 configs: IdMap::default(),
                 streams: IdMap::default(),
-            })
-        });
-        match slot.downcast_mut::<Filters<F>>() {
-            Some(filters) => f(filters),
-            None => {
-                // One module exports one filter type; a second type cannot happen through
-                // `export_filter!`, but a harness reused across types could do it.
-                crate::defaults::register::<F>();
-                *slot = Box::new(Filters::<F> {
-                    configs: IdMap::default(),
-                    streams: IdMap::default(),
-                });
-                match slot.downcast_mut::<Filters<F>>() {
-                    Some(filters) => f(filters),
-                    None => unreachable!("just stored Filters<F>"),
-                }
-            }
+            }));
         }
+        slot.as_mut()
+            .and_then(|any| any.downcast_mut::<Filters<F>>())
+            .map(f)
     })
 }
 
-/// Runs `f` on the filter of stream `ctx` (taken out of its slot for the call, so the filter
-/// may call back into the SDK; the slot stays, so no entry is removed and inserted again).
-/// `None` for an unknown context.
-fn with_filter<F: Filter, R>(ctx: u32, f: impl FnOnce(&mut F) -> R) -> Option<R> {
-    let mut filter = filters::<F, _>(|fs| fs.streams.get_mut(&ctx).and_then(Option::take))?;
-    let previous = CURRENT.replace(ctx);
-    let result = f(&mut filter);
-    CURRENT.set(previous);
-    filters::<F, _>(|fs| match fs.streams.get_mut(&ctx) {
-        Some(slot) => *slot = Some(filter),
-        // Deleted meanwhile (it cannot be, the host does not reenter): keep it, as before.
-        None => {
-            fs.streams.insert(ctx, Some(filter));
-        }
-    });
-    Some(result)
+/// Runs `f` on the filter of stream `ctx`, in place; with the filter's result, the stream's
+/// root context. `None` for an unknown context.
+fn with_filter<F: Filter, R>(ctx: u32, f: impl FnOnce(&mut F) -> R) -> Option<(R, u32)> {
+    filters::<F, _>(|fs| {
+        let stream = fs.streams.get_mut(&ctx)?;
+        let previous = CURRENT.replace(ctx);
+        let result = f(&mut stream.filter);
+        CURRENT.set(previous);
+        Some((result, stream.root))
+    })
+    .flatten()
 }
 
 /// The id of metric `name` of type `kind`, defined through `define` the first time.
@@ -149,6 +146,7 @@ fn now_nanos() -> u64 {
 /// What a phase's result means for the host: `0` continue, `1` pause.
 fn finish_phase(
     ctx: u32,
+    root: u32,
     side: StreamType,
     result: Result<Action>,
     delay: Option<Duration>,
@@ -157,7 +155,7 @@ fn finish_phase(
         Ok(Action::Continue) => 0,
         Ok(Action::Pause) => {
             if let Some(delay) = delay {
-                schedule(ctx, delay);
+                schedule(ctx, root, delay);
             }
             core(|c| c.paused.insert(ctx, side));
             1
@@ -178,13 +176,10 @@ fn finish_phase(
     }
 }
 
-fn schedule(ctx: u32, delay: Duration) {
+/// Holds stream `ctx` of root context `root` for `delay`.
+fn schedule(ctx: u32, root: u32, delay: Duration) {
     let deadline = now_nanos().saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX));
-    let root = core(|c| {
-        let root = c.stream_root.get(&ctx).copied().unwrap_or(0);
-        c.delays.entry(root).or_default().push((deadline, ctx));
-        root
-    });
+    core(|c| c.delays.entry(root).or_default().push((deadline, ctx)));
     program_tick(root);
 }
 
@@ -209,15 +204,15 @@ fn program_tick(root: u32) {
 fn delay_elapsed<F: Filter>(ctx: u32) {
     let mut request = Request::default();
     match with_filter::<F, _>(ctx, |f| f.on_delay_elapsed(&mut request)) {
-        Some(Ok(Action::Continue)) | None => resume(ctx),
-        Some(Ok(Action::Pause)) => {
+        Some((Ok(Action::Continue), _)) | None => resume(ctx),
+        Some((Ok(Action::Pause), root)) => {
             if let Some(delay) = request.delay {
-                schedule(ctx, delay);
+                schedule(ctx, root, delay);
             }
         }
-        Some(Err(e)) => {
+        Some((Err(e), root)) => {
             let side = core(|c| c.paused.remove(&ctx)).unwrap_or(StreamType::HttpRequest);
-            finish_phase(ctx, side, Err(e), None);
+            finish_phase(ctx, root, side, Err(e), None);
         }
     }
 }
@@ -238,10 +233,16 @@ pub mod exports {
         if parent == 0 {
             return;
         }
-        core(|c| c.stream_root.insert(ctx, parent));
         filters::<F, _>(|fs| {
-            if let Some(config) = fs.configs.get(&parent).cloned() {
-                fs.streams.insert(ctx, Some(F::new(&config)));
+            if let Some(config) = fs.configs.get(&parent) {
+                let filter = F::new(config);
+                fs.streams.insert(
+                    ctx,
+                    Stream {
+                        root: parent,
+                        filter,
+                    },
+                );
             }
         });
     }
@@ -284,7 +285,9 @@ pub mod exports {
             delay: None,
         };
         match with_filter::<F, _>(ctx, |f| f.on_request_headers(&mut request)) {
-            Some(result) => finish_phase(ctx, StreamType::HttpRequest, result, request.delay),
+            Some((result, root)) => {
+                finish_phase(ctx, root, StreamType::HttpRequest, result, request.delay)
+            }
             None => 0,
         }
     }
@@ -297,7 +300,9 @@ pub mod exports {
             delay: None,
         };
         match with_filter::<F, _>(ctx, |f| f.on_request_body(&mut request)) {
-            Some(result) => finish_phase(ctx, StreamType::HttpRequest, result, request.delay),
+            Some((result, root)) => {
+                finish_phase(ctx, root, StreamType::HttpRequest, result, request.delay)
+            }
             None => 0,
         }
     }
@@ -309,7 +314,7 @@ pub mod exports {
             end_of_stream: end_of_stream != 0,
         };
         match with_filter::<F, _>(ctx, |f| f.on_response_headers(&mut response)) {
-            Some(result) => finish_phase(ctx, StreamType::HttpResponse, result, None),
+            Some((result, root)) => finish_phase(ctx, root, StreamType::HttpResponse, result, None),
             None => 0,
         }
     }
@@ -321,7 +326,7 @@ pub mod exports {
             end_of_stream: end_of_stream != 0,
         };
         match with_filter::<F, _>(ctx, |f| f.on_response_body(&mut response)) {
-            Some(result) => finish_phase(ctx, StreamType::HttpResponse, result, None),
+            Some((result, root)) => finish_phase(ctx, root, StreamType::HttpResponse, result, None),
             None => 0,
         }
     }
@@ -345,19 +350,21 @@ pub mod exports {
     pub fn on_delete<F: Filter>(ctx: u32) {
         // A stream context has a root; only a root context has a configuration and delays of
         // its own. Paused streams and callouts are always stream contexts.
-        match core(|c| c.stream_root.remove(&ctx)) {
-            Some(root) => {
-                filters::<F, _>(|fs| fs.streams.remove(&ctx));
-                core(|c| {
+        match filters::<F, _>(|fs| fs.streams.remove(&ctx).map(|s| s.root)).flatten() {
+            Some(root) => core(|c| {
+                // Most streams were never paused, delayed or calling out: no lookups then.
+                if !c.paused.is_empty() {
                     c.paused.remove(&ctx);
-                    if let Some(delays) = c.delays.get_mut(&root) {
-                        delays.retain(|(_, s)| *s != ctx);
-                    }
-                    if !c.callouts.is_empty() {
-                        c.callouts.retain(|_, s| *s != ctx);
-                    }
-                });
-            }
+                }
+                if !c.delays.is_empty()
+                    && let Some(delays) = c.delays.get_mut(&root)
+                {
+                    delays.retain(|(_, s)| *s != ctx);
+                }
+                if !c.callouts.is_empty() {
+                    c.callouts.retain(|_, s| *s != ctx);
+                }
+            }),
             None => {
                 filters::<F, _>(|fs| fs.configs.remove(&ctx));
                 core(|c| c.delays.remove(&ctx));
@@ -416,15 +423,15 @@ pub mod exports {
             f.on_http_call_response(&mut request, token, response)
         });
         match result {
-            Some(Ok(Action::Continue)) => resume(ctx),
-            Some(Ok(Action::Pause)) => {
+            Some((Ok(Action::Continue), _)) => resume(ctx),
+            Some((Ok(Action::Pause), root)) => {
                 if let Some(delay) = request.delay {
-                    schedule(ctx, delay);
+                    schedule(ctx, root, delay);
                 }
             }
-            Some(Err(e)) => {
+            Some((Err(e), root)) => {
                 let side = core(|c| c.paused.remove(&ctx)).unwrap_or(StreamType::HttpRequest);
-                finish_phase(ctx, side, Err(e), None);
+                finish_phase(ctx, root, side, Err(e), None);
             }
             None => {}
         }

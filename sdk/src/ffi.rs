@@ -34,8 +34,15 @@ pub(crate) trait HostCalls {
     fn add_map_value(&mut self, kind: MapType, key: &str, value: &[u8]) -> Result<()>;
     fn replace_map_value(&mut self, kind: MapType, key: &str, value: &[u8]) -> Result<()>;
     fn remove_map_value(&mut self, kind: MapType, key: &str) -> Result<()>;
-    fn get_property(&mut self, path: &[&str]) -> Result<Option<Vec<u8>>>;
-    fn set_property(&mut self, path: &[&str], value: &[u8]) -> Result<()>;
+    /// `path` in the ABI's encoding: segments joined by NUL bytes.
+    fn get_property(&mut self, path: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// An integer property, read where the host wrote it (no allocation on a weft host).
+    fn get_property_i64(&mut self, path: &[u8]) -> Result<Option<i64>> {
+        Ok(self
+            .get_property(path)?
+            .and_then(|v| weft_abi::decode_property_i64(&v).ok()))
+    }
+    fn set_property(&mut self, path: &[u8], value: &[u8]) -> Result<()>;
     fn continue_stream(&mut self, kind: StreamType) -> Result<()>;
     fn send_local_response(
         &mut self,
@@ -101,8 +108,8 @@ mod wasm {
     //! The proxy-wasm imports.
 
     use weft_abi::{
-        BufferType, HostBuffer, LogLevel, MapType, MetricType, StreamType, decode_map, encode_map,
-        join_property_path, write_property_path,
+        BufferType, HostBuffer, LogLevel, MapType, MetricType, StreamType, decode_map,
+        decode_property_i64, encode_map,
     };
 
     use std::cell::UnsafeCell;
@@ -295,16 +302,6 @@ mod wasm {
         f(&take(data, size))
     }
 
-    /// Runs `f` with `path` in the ABI's encoding (segments joined by NUL bytes), built on the
-    /// stack when it is short, as property paths are.
-    fn with_path<R>(path: &[&str], f: impl FnOnce(&[u8]) -> R) -> R {
-        let mut buffer = [0u8; 96];
-        match write_property_path(path, &mut buffer) {
-            Some(len) => f(&buffer[..len]),
-            None => f(&join_property_path(path)),
-        }
-    }
-
     fn encode(pairs: &[(&str, &[u8])]) -> Vec<u8> {
         let pairs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
         encode_map(&pairs)
@@ -422,22 +419,27 @@ mod wasm {
             })
         }
 
-        fn get_property(&mut self, path: &[&str]) -> Result<Option<Vec<u8>>> {
+        fn get_property(&mut self, path: &[u8]) -> Result<Option<Vec<u8>>> {
             let (mut data, mut size) = (std::ptr::null_mut(), 0);
-            let status = with_path(path, |path| unsafe {
-                proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size)
-            });
+            let status =
+                unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
             let value = take(data, size);
             crate::error::found(check("proxy_get_property", status).map(|()| value))
         }
 
-        fn set_property(&mut self, path: &[&str], value: &[u8]) -> Result<()> {
-            check(
-                "proxy_set_property",
-                with_path(path, |path| unsafe {
-                    proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len())
-                }),
-            )
+        fn get_property_i64(&mut self, path: &[u8]) -> Result<Option<i64>> {
+            let (mut data, mut size) = (std::ptr::null_mut(), 0);
+            let status =
+                unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+            let value = with_taken(data, size, |v| decode_property_i64(v).ok());
+            crate::error::found(check("proxy_get_property", status).map(|()| value))
+                .map(Option::flatten)
+        }
+
+        fn set_property(&mut self, path: &[u8], value: &[u8]) -> Result<()> {
+            check("proxy_set_property", unsafe {
+                proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len())
+            })
         }
 
         fn continue_stream(&mut self, kind: StreamType) -> Result<()> {

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use weft_abi::{LogLevel, MetricType, decode_property_i64};
+use weft_abi::{LogLevel, MetricType, join_property_path, write_property_path};
 
 use crate::error::{Error, Result};
 use crate::ffi::{HostCalls, host};
@@ -14,7 +14,33 @@ use crate::ffi::{HostCalls, host};
 /// `Ok(None)` when the host does not know it. Values are Envoy's encodings: strings raw,
 /// integers 8-byte little-endian (see [`property_string`] and [`property_i64`]).
 pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>> {
+    with_path(path, |path| host(|h| h.get_property(path)))
+}
+
+/// The property at `path`, already in the ABI's encoding (`b"response\0code"`).
+pub(crate) fn encoded_property(path: &[u8]) -> Result<Option<Vec<u8>>> {
     host(|h| h.get_property(path))
+}
+
+/// [`encoded_property`] as text.
+pub(crate) fn encoded_string(path: &[u8]) -> Result<Option<String>> {
+    Ok(encoded_property(path)?.map(text))
+}
+
+/// [`encoded_property`] as an integer.
+pub(crate) fn encoded_i64(path: &[u8]) -> Result<Option<i64>> {
+    host(|h| h.get_property_i64(path))
+}
+
+/// Runs `f` with `path` in the ABI's encoding (segments joined by NUL bytes), built on the
+/// stack when it is short, as property paths are. The SDK's own reads skip this: their paths
+/// are constants in that encoding already.
+fn with_path<R>(path: &[&str], f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buffer = [0u8; 96];
+    match write_property_path(path, &mut buffer) {
+        Some(len) => f(&buffer[..len]),
+        None => f(&join_property_path(path)),
+    }
 }
 
 /// A property read as UTF-8 text (invalid bytes replaced).
@@ -30,12 +56,12 @@ pub(crate) fn text(bytes: Vec<u8>) -> String {
 /// A property read as Envoy's 8-byte little-endian integer; `Ok(None)` when absent or not
 /// eight bytes long.
 pub fn property_i64(path: &[&str]) -> Result<Option<i64>> {
-    Ok(property(path)?.and_then(|v| decode_property_i64(&v).ok()))
+    with_path(path, |path| host(|h| h.get_property_i64(path)))
 }
 
 /// Sets the property at `path`.
 pub fn set_property(path: &[&str], value: &[u8]) -> Result<()> {
-    host(|h| h.set_property(path, value))
+    with_path(path, |path| host(|h| h.set_property(path, value)))
 }
 
 /// The host's wall clock.

@@ -190,6 +190,7 @@ pub trait Filter: Sized + 'static {
     /// The exchange is over (also when it failed or the client went away).
     fn on_log(&mut self, log: &Log) {
         let _ = log;
+        defaults::default_ran::<Self>(StreamCallback::Log);
     }
 }
 

@@ -523,6 +523,12 @@ fn find<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// A property path in the ABI's encoding as the test host keys it: segments joined with `.`.
+fn dotted(path: &[u8]) -> String {
+    let path = path.strip_suffix(&[0]).unwrap_or(path);
+    String::from_utf8_lossy(path).replace('\0', ".")
+}
+
 fn find_bytes(pairs: &Pairs, name: &str) -> Option<String> {
     pairs
         .iter()
@@ -810,8 +816,8 @@ impl HostCalls for TestHost {
         Ok(())
     }
 
-    fn get_property(&mut self, path: &[&str]) -> Result<Option<Vec<u8>>> {
-        let joined = path.join(".");
+    fn get_property(&mut self, path: &[u8]) -> Result<Option<Vec<u8>>> {
+        let joined = dotted(path);
         if joined == "plugin_name" {
             return Ok(Some(b"test".to_vec()));
         }
@@ -825,8 +831,8 @@ impl HostCalls for TestHost {
         }
     }
 
-    fn set_property(&mut self, path: &[&str], value: &[u8]) -> Result<()> {
-        let joined = path.join(".");
+    fn set_property(&mut self, path: &[u8], value: &[u8]) -> Result<()> {
+        let joined = dotted(path);
         match self.stream() {
             Some(stream) => stream.properties.insert(joined, value.to_vec()),
             None => self.root_properties.insert(joined, value.to_vec()),
@@ -1033,10 +1039,10 @@ impl HostCalls for NoHost {
     fn remove_map_value(&mut self, _: MapType, _: &str) -> Result<()> {
         Err(no_host("proxy_remove_header_map_value"))
     }
-    fn get_property(&mut self, _: &[&str]) -> Result<Option<Vec<u8>>> {
+    fn get_property(&mut self, _: &[u8]) -> Result<Option<Vec<u8>>> {
         Err(no_host("proxy_get_property"))
     }
-    fn set_property(&mut self, _: &[&str], _: &[u8]) -> Result<()> {
+    fn set_property(&mut self, _: &[u8], _: &[u8]) -> Result<()> {
         Err(no_host("proxy_set_property"))
     }
     fn continue_stream(&mut self, _: StreamType) -> Result<()> {

@@ -4,16 +4,27 @@
 
 use std::time::Duration;
 
-use weft_abi::{Action, BufferType, MapType, decode_property_i64};
+use weft_abi::{Action, BufferType, MapType};
 
 use crate::error::Result;
 use crate::ffi::host;
-use crate::host::{property, property_string, set_property, text};
+use crate::host::{encoded_i64, encoded_string, text};
 
 /// The property a filter sets to choose the upstream cluster (weft's routing).
 pub const UPSTREAM_CLUSTER: &[&str] = &["weft", "upstream_cluster"];
 /// The property with the verified mTLS identity (SPIFFE URI) of the downstream peer.
 pub const PEER_PRINCIPAL: &[&str] = &["weft", "peer_principal"];
+
+// The properties the views read, in the ABI's encoding (segments joined by NUL): no encoding
+// per read. A test below checks each against its segments.
+const UPSTREAM_CLUSTER_PATH: &[u8] = b"weft\0upstream_cluster";
+const PEER_PRINCIPAL_PATH: &[u8] = b"weft\0peer_principal";
+const SOURCE_ADDRESS: &[u8] = b"source\0address";
+const RESPONSE_CODE: &[u8] = b"response\0code";
+const REQUEST_DURATION: &[u8] = b"request\0duration";
+const REQUEST_SIZE: &[u8] = b"request\0size";
+const RESPONSE_SIZE: &[u8] = b"response\0size";
+const CLUSTER_NAME: &[u8] = b"xds\0cluster_name";
 
 fn get(map: MapType, name: &str) -> Result<Option<String>> {
     Ok(host(|h| h.get_map_value(map, name))?.map(text))
@@ -121,22 +132,22 @@ impl Request {
 
     /// The downstream's verified mTLS identity (its SPIFFE URI), if it presented one.
     pub fn peer_principal(&self) -> Result<Option<String>> {
-        property_string(PEER_PRINCIPAL)
+        encoded_string(PEER_PRINCIPAL_PATH)
     }
 
     /// The downstream's address, `ip:port`.
     pub fn client_address(&self) -> Result<Option<String>> {
-        property_string(&["source", "address"])
+        encoded_string(SOURCE_ADDRESS)
     }
 
     /// Sends the request to cluster `name` (weft's `weft.upstream_cluster` property).
     pub fn set_cluster(&mut self, name: &str) -> Result<()> {
-        set_property(UPSTREAM_CLUSTER, name.as_bytes())
+        host(|h| h.set_property(UPSTREAM_CLUSTER_PATH, name.as_bytes()))
     }
 
     /// The cluster a filter chose so far, if any.
     pub fn cluster(&self) -> Result<Option<String>> {
-        property_string(UPSTREAM_CLUSTER)
+        encoded_string(UPSTREAM_CLUSTER_PATH)
     }
 
     /// Holds the request for `duration` without blocking anything else, then lets it go on
@@ -234,45 +245,40 @@ impl Log {
 
     /// The response status, if there was a response.
     pub fn status(&self) -> Result<Option<u16>> {
-        Ok(property(&["response", "code"])?
-            .and_then(|v| decode_property_i64(&v).ok())
-            .and_then(|code| u16::try_from(code).ok()))
+        Ok(encoded_i64(RESPONSE_CODE)?.and_then(|code| u16::try_from(code).ok()))
     }
 
     /// How long the exchange took, if the host knows.
     pub fn duration(&self) -> Result<Option<Duration>> {
-        Ok(property(&["request", "duration"])?
-            .and_then(|v| decode_property_i64(&v).ok())
+        Ok(encoded_i64(REQUEST_DURATION)?
             .map(|nanos| Duration::from_nanos(nanos.max(0).unsigned_abs())))
     }
 
     /// Request body bytes received.
     pub fn request_size(&self) -> Result<Option<u64>> {
-        self.size(&["request", "size"])
+        self.size(REQUEST_SIZE)
     }
 
     /// Response body bytes sent.
     pub fn response_size(&self) -> Result<Option<u64>> {
-        self.size(&["response", "size"])
+        self.size(RESPONSE_SIZE)
     }
 
-    fn size(&self, path: &[&str]) -> Result<Option<u64>> {
-        Ok(property(path)?
-            .and_then(|v| decode_property_i64(&v).ok())
-            .map(|n| n.max(0).unsigned_abs()))
+    fn size(&self, path: &[u8]) -> Result<Option<u64>> {
+        Ok(encoded_i64(path)?.map(|n| n.max(0).unsigned_abs()))
     }
 
     /// The upstream cluster the request went to.
     pub fn cluster(&self) -> Result<Option<String>> {
-        match property_string(&["xds", "cluster_name"])? {
+        match encoded_string(CLUSTER_NAME)? {
             Some(name) => Ok(Some(name)),
-            None => property_string(UPSTREAM_CLUSTER),
+            None => encoded_string(UPSTREAM_CLUSTER_PATH),
         }
     }
 
     /// The downstream's verified mTLS identity, if any.
     pub fn peer_principal(&self) -> Result<Option<String>> {
-        property_string(PEER_PRINCIPAL)
+        encoded_string(PEER_PRINCIPAL_PATH)
     }
 }
 
@@ -313,5 +319,23 @@ impl CallResponse {
             headers,
             body,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_paths_are_their_segments_joined_by_nul() {
+        let join = |segments: &[&str]| weft_abi::join_property_path(segments);
+        assert_eq!(UPSTREAM_CLUSTER_PATH, join(UPSTREAM_CLUSTER));
+        assert_eq!(PEER_PRINCIPAL_PATH, join(PEER_PRINCIPAL));
+        assert_eq!(SOURCE_ADDRESS, join(&["source", "address"]));
+        assert_eq!(RESPONSE_CODE, join(&["response", "code"]));
+        assert_eq!(REQUEST_DURATION, join(&["request", "duration"]));
+        assert_eq!(REQUEST_SIZE, join(&["request", "size"]));
+        assert_eq!(RESPONSE_SIZE, join(&["response", "size"]));
+        assert_eq!(CLUSTER_NAME, join(&["xds", "cluster_name"]));
     }
 }

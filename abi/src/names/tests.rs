@@ -255,6 +255,7 @@ fn default_callback_bits_are_fixed() {
             ("proxy_on_response_headers", 8),
             ("proxy_on_response_body", 16),
             ("proxy_on_response_trailers", 32),
+            ("proxy_on_log", 64),
         ]
     );
 }

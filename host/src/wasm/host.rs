@@ -176,24 +176,27 @@ pub enum StreamOp {
     ResponseBody = 5,
     /// `(context, trailers)`: `proxy_on_response_trailers`.
     ResponseTrailers = 6,
-    /// `(context)`: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete` (the done flag is
-    /// ignored: weft never defers a delete); 0.
+    /// `(context, skip_log)`: `proxy_on_done`, `proxy_on_log` unless `skip_log` (the module
+    /// noted its `on_log` does nothing), `proxy_on_delete` (the done flag is ignored: weft
+    /// never defers a delete); 0.
     Finish = 7,
     /// `(context)`: `proxy_on_delete`; 0.
     Delete = 8,
 }
 
 impl StreamOp {
-    /// The op that runs the phase callback `callback`.
-    pub fn phase(callback: StreamCallback) -> Self {
-        match callback {
+    /// The op that runs the phase callback `callback`; `None` for `on_log`, which runs as
+    /// part of [`Finish`](Self::Finish).
+    pub fn phase(callback: StreamCallback) -> Option<Self> {
+        Some(match callback {
             StreamCallback::RequestHeaders => Self::RequestHeaders,
             StreamCallback::RequestBody => Self::RequestBody,
             StreamCallback::RequestTrailers => Self::RequestTrailers,
             StreamCallback::ResponseHeaders => Self::ResponseHeaders,
             StreamCallback::ResponseBody => Self::ResponseBody,
             StreamCallback::ResponseTrailers => Self::ResponseTrailers,
-        }
+            StreamCallback::Log => return None,
+        })
     }
 }
 
@@ -238,7 +241,7 @@ const TRAMPOLINES: &str = r#"
       (return (call $response_body (local.get $context) (local.get $a) (local.get $b))))
       (return (call $response_trailers (local.get $context) (local.get $a))))
       (drop (call $done (local.get $context)))
-      (call $log (local.get $context))
+      (if (i32.eqz (local.get $a)) (then (call $log (local.get $context))))
       (call $delete (local.get $context))
       (return (i32.const 0)))
     (call $delete (local.get $context))

@@ -505,7 +505,7 @@ impl Instance {
         let Some(t) = &self.trampolines else {
             return Plan::Other(call);
         };
-        let (op, a, b, c) = match (call, callback) {
+        let (op, a, b, c) = match (call, callback.and_then(StreamOp::phase)) {
             (
                 StreamCall::Start {
                     headers,
@@ -520,20 +520,21 @@ impl Instance {
                     end_of_stream,
                     ..
                 },
-                Some(phase),
-            ) => (StreamOp::phase(phase), headers, flag(end_of_stream), 0),
+                Some(op),
+            ) => (op, headers, flag(end_of_stream), 0),
             (
                 StreamCall::Body {
                     size,
                     end_of_stream,
                     ..
                 },
-                Some(phase),
-            ) => (StreamOp::phase(phase), size, flag(end_of_stream), 0),
-            (StreamCall::Trailers { trailers, .. }, Some(phase)) => {
-                (StreamOp::phase(phase), trailers, 0, 0)
+                Some(op),
+            ) => (op, size, flag(end_of_stream), 0),
+            (StreamCall::Trailers { trailers, .. }, Some(op)) => (op, trailers, 0, 0),
+            (StreamCall::Finish, _) => {
+                let skip_log = self.skips(StreamCallback::Log);
+                (StreamOp::Finish, u32::from(skip_log), 0, 0)
             }
-            (StreamCall::Finish, _) => (StreamOp::Finish, 0, 0, 0),
             (StreamCall::Delete, _) => (StreamOp::Delete, 0, 0, 0),
             (call, _) => return Plan::Other(call),
         };

@@ -6,12 +6,14 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 use weft_abi::StreamCallback::{
-    RequestBody, RequestHeaders, RequestTrailers, ResponseBody, ResponseHeaders, ResponseTrailers,
+    Log, RequestBody, RequestHeaders, RequestTrailers, ResponseBody, ResponseHeaders,
+    ResponseTrailers,
 };
 
 use super::current;
 use crate::testing::{Harness, TestRequest, TestResponse};
 use crate::{Action, Filter, Request, Response, Result};
+use crate::{Counter, Log as LogView};
 
 #[derive(Deserialize)]
 struct Config {}
@@ -46,6 +48,21 @@ impl Filter for BodyRewriter {
         let body = response.body()?.to_ascii_uppercase();
         response.set_body(&body)?;
         Ok(Action::Continue)
+    }
+}
+
+/// Overrides `on_log` only.
+struct Logger;
+
+impl Filter for Logger {
+    type Config = Config;
+
+    fn new(_: &Rc<Config>) -> Self {
+        Logger
+    }
+
+    fn on_log(&mut self, _: &LogView) {
+        let _ = Counter::define("logged").and_then(|c| c.increment(1));
     }
 }
 
@@ -118,7 +135,8 @@ fn the_defaults_a_filter_keeps_are_recorded_once_they_ran() {
                 RequestTrailers,
                 ResponseHeaders,
                 ResponseBody,
-                ResponseTrailers
+                ResponseTrailers,
+                Log
             ]),
             "everything but the overridden request headers"
         );
@@ -139,7 +157,8 @@ fn an_overridden_callback_is_never_recorded() {
                 RequestBody,
                 RequestTrailers,
                 ResponseHeaders,
-                ResponseTrailers
+                ResponseTrailers,
+                Log
             ])
         );
     });
@@ -151,8 +170,8 @@ fn a_default_run_inside_another_types_override_is_not_recorded() {
         exchange::<Wrapper>();
         assert_eq!(
             current(),
-            bits(&[RequestHeaders, RequestTrailers, ResponseTrailers]),
-            "only `Wrapper`'s own default (request headers) counts"
+            bits(&[RequestHeaders, RequestTrailers, ResponseTrailers, Log]),
+            "only `Wrapper`'s own defaults (request headers, log) count"
         );
     });
 }
@@ -165,5 +184,20 @@ fn a_second_filter_type_leaves_only_the_trailers() {
         assert_eq!(current(), bits(&[RequestTrailers, ResponseTrailers]));
         exchange::<HeadersOnly>();
         assert_eq!(current(), bits(&[RequestTrailers, ResponseTrailers]));
+    });
+}
+
+#[test]
+fn an_overridden_on_log_keeps_being_called() {
+    on_fresh_thread(|| {
+        let harness = Harness::<Logger>::new("{}").expect("configured");
+        for _ in 0..3 {
+            let exchange = harness.request(TestRequest::get("/"));
+            exchange.respond(TestResponse::new(200));
+            exchange.finish();
+        }
+        assert_eq!(harness.counter("logged"), Some(3));
+        assert_eq!(current() & Log.bit(), 0, "on_log is the filter's own");
+        assert_ne!(current() & ResponseHeaders.bit(), 0);
     });
 }

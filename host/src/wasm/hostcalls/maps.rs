@@ -255,15 +255,19 @@ fn fields(map: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
         .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
 }
 
-/// The key as maps store it: lowercase, and `host` as `:authority` among request headers.
-/// Borrowed when it is that already, as keys mostly are.
+/// The key as the maps' lookups take it: a pseudo-header lowercase, and `host` as
+/// `:authority` among request headers. A header name is left as it is: `HeaderName` and the
+/// header map's lookups lowercase it themselves, so checking it here was the same work twice.
+/// Borrowed unless a pseudo-header had uppercase letters.
 fn canonical(key: &[u8], request_headers: bool) -> Cow<'_, [u8]> {
-    if request_headers && key.eq_ignore_ascii_case(b"host") {
-        Cow::Borrowed(b":authority")
-    } else if key.iter().any(u8::is_ascii_uppercase) {
-        Cow::Owned(key.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(key)
+    match key {
+        [b':', ..] if key.iter().any(u8::is_ascii_uppercase) => {
+            Cow::Owned(key.to_ascii_lowercase())
+        }
+        [b'h' | b'H', _, _, _] if request_headers && key.eq_ignore_ascii_case(b"host") => {
+            Cow::Borrowed(b":authority")
+        }
+        _ => Cow::Borrowed(key),
     }
 }
 

@@ -8,6 +8,7 @@ use std::{
 
 use super::{Failure, GuestStore, Instance, StreamCall};
 use crate::wasm::context::{Delivery, GrpcEvent, RootEvent, Side};
+use weft_abi::StreamCallback;
 
 impl Instance {
     /// The calls [`plan`](Self::plan) leaves: context creation alone, callout answers, and
@@ -46,7 +47,9 @@ impl Instance {
                 if let Some(f) = &e.on_done {
                     self.invoke(store, f, context, context)?;
                 }
-                if let Some(f) = &e.on_log {
+                if let Some(f) = &e.on_log
+                    && !self.skips(StreamCallback::Log)
+                {
                     self.invoke(store, f, context, context)?;
                 }
                 match &e.on_delete {
