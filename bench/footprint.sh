@@ -12,14 +12,14 @@
 # An instruction counts as hot when it ran at least HOT_SHARE times per request (0.5) during
 # DURATION s of wrk load (8; counters zeroed after a WARMUP s warm-up, 2), so start-up work —
 # compiling the module — does not count. Env: CONNS (8), WEFT_BIN, PASSTHROUGH_WASM,
-# WASM_INSTANCES (16), KEEP_TMP=1.
+# WASM_INSTANCES (12: valgrind maps about 50 GiB of the 4 GiB each reserves), KEEP_TMP=1.
 set -euo pipefail
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-8}
 FILTERS=${FILTERS:-0 1 5}
 HOT_SHARE=${HOT_SHARE:-0.5}
-WASM_INSTANCES=${WASM_INSTANCES:-16}
+WASM_INSTANCES=${WASM_INSTANCES:-12}
 WASM_TARGET=${WASM_TARGET:-wasm32-wasip1}
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

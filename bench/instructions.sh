@@ -11,14 +11,15 @@
 #
 # Env: DURATION (8 s of load, or of idling, per run), WARMUP (2 s of load at the start of both
 #      runs), CONNS (8, wrk -c), FILTERS (filter counts, or `none`; empty: the default mode),
-#      WASM_INSTANCES (16: weft --wasm-instances, pool slots valgrind can map),
+#      WASM_INSTANCES (12: weft --wasm-instances; each reserves 4 GiB of address space, and
+#      valgrind maps about 50 GiB),
 #      WASM_TARGET (wasm32-wasip1), WEFT_BIN, PASSTHROUGH_WASM (skip the builds), KEEP_TMP=1.
 set -euo pipefail
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-8}
 FILTERS=${FILTERS:-}
-WASM_INSTANCES=${WASM_INSTANCES:-16}
+WASM_INSTANCES=${WASM_INSTANCES:-12}
 WASM_TARGET=${WASM_TARGET:-wasm32-wasip1}
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -73,10 +74,11 @@ metric_sum() { # $1 = admin port, $2 = metric name
 # One run of a proxy under callgrind: start it, wait until it serves (weft: /ready, then one
 # request answered "ok"), WARMUP s of wrk load, then DURATION s of wrk load (`load`) or of nothing
 # (`idle`), then stop it (SIGTERM: weft drains and exits; nginx exits) and read callgrind's
-# total. The load run minus the idle run is DURATION s of load: start-up, warm-up (instance pool
-# growth, upstream connections), background timers and shutdown cancel out.
-# Sets RUN_REQUESTS (the probe's and wrk's), RUN_INSTR, RUN_CALLS (weft_plugin_calls_total growth
-# after the warm-up) and RUN_FAILURES (weft_plugin_failures_total at the end).
+# total, counted from the end of the warm-up (`callgrind_control -z`): start-up and warm-up
+# (instance pool growth, upstream connections) are left out. The load run minus the idle run is
+# DURATION s of load: background timers and shutdown cancel out.
+# Sets RUN_REQUESTS (the load run's wrk requests), RUN_INSTR, RUN_CALLS (weft_plugin_calls_total
+# growth after the warm-up) and RUN_FAILURES (weft_plugin_failures_total at the end).
 callgrind_run() { # $1 = name, $2 = load|idle, $3 = admin port or "", $4... = command
     local name=$1 mode=$2 admin=$3 out="$TMP/$1/$2"
     shift 3
@@ -97,6 +99,9 @@ callgrind_run() { # $1 = name, $2 = load|idle, $3 = admin port or "", $4... = co
     [[ $ready == 1 ]] || die "$name does not answer 'ok' under valgrind (see $out.log)"
     local -a wrk=(wrk -t1 "-c$CONNS" --latency "${AUTH[@]}" "http://127.0.0.1:$PROXY/")
     run_load "$out.warmup.wrk" "${wrk[@]}" "-d${WARMUP}s" || die "$name: warm-up wrk failed"
+    # Count from here: start-up (compiling the modules, on threads whose spinning varies from
+    # run to run by more than a whole load run's requests cost) and the warm-up are left out.
+    callgrind_control -z "$pid" >/dev/null || die "$name: callgrind_control -z failed"
     if [[ -n $admin ]]; then
         calls0=$(metric_sum "$admin" weft_plugin_calls_total) || die "$name: cannot read metrics"
     fi
@@ -126,12 +131,11 @@ callgrind_run() { # $1 = name, $2 = load|idle, $3 = admin port or "", $4... = co
 
     RUN_INSTR=$(awk '/^summary:/ {print $2}' "$out.callgrind" 2>/dev/null || true)
     [[ $RUN_INSTR =~ ^[0-9]+$ ]] || die "$name: no callgrind summary in $out.callgrind (see $out.log)"
-    RUN_REQUESTS=1 # the probe
-    for f in "$out.warmup.wrk" "$out.wrk"; do
-        [[ -f $f ]] || continue
-        w=$(awk '/ requests in / {print $1}' "$f")
-        RUN_REQUESTS=$((RUN_REQUESTS + ${w:-0}))
-    done
+    RUN_REQUESTS=0 # since the counters were zeroed: the load run's wrk requests
+    if [[ -f $out.wrk ]]; then
+        w=$(awk '/ requests in / {print $1}' "$out.wrk")
+        RUN_REQUESTS=${w:-0}
+    fi
     RUN_CALLS=$((calls1 - calls0))
 }
 

@@ -50,9 +50,10 @@ pub struct ProxyArgs {
     /// How often the config and certificate files are checked for changes.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     watch_interval: Duration,
-    /// Most plugin instances alive at once; each reserves address space for its largest
-    /// memory (256 MiB), so lower it where address space is scarce (valgrind).
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// Most plugin instances alive at once; each reserves 4 GiB of address space (not memory)
+    /// so that guest code runs without bounds checks, so lower it where address space is
+    /// scarce (valgrind maps about 50 GiB: 12).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     wasm_instances: u32,
 }
 

@@ -2,10 +2,11 @@
 //! (`weft_abi::DEFAULT_CALLBACKS_EXPORT`), and enters it as before for the phases it
 //! overrides. Guest entries are counted by `weft_plugin_calls_total`: `builtin://router`
 //! overrides only the request headers; a probe filter built here with the SDK overrides only
-//! the response body and counts the chunks it sees.
+//! the response body and counts the chunks it sees. A module noting `on_log` (bit 6) still has
+//! its stream ended (`proxy_on_done`, `proxy_on_delete`), without `proxy_on_log`.
 
 use weft_e2e::client;
-use weft_e2e::filters::{VERSIONS, send, start};
+use weft_e2e::filters::{STEP, VERSIONS, send, start};
 use weft_e2e::resources::{Filter, Plugin, edge};
 use weft_e2e::upstream::Upstream;
 use weft_e2e::weft::Weft;
@@ -139,4 +140,69 @@ async fn phases_left_at_their_default_are_skipped_and_overridden_ones_run_for_ev
         "one instance served every request"
     );
     assert_eq!(up.requests(), 6);
+}
+
+/// A hand-written guest whose every stream callback passes and whose `proxy_on_log` traps, with
+/// `WORD` as its word of default callbacks.
+const LOG_TRAP: &str = r#"(module
+  (memory (export "memory") 1)
+  (data (i32.const 16) "WORD")
+  (global $deleted (mut i32) (i32.const 0))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+  (func (export "weft_default_callbacks_v1") (result i32) (i32.const 16))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_request_trailers") (param i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_response_trailers") (param i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_log") (param i32) unreachable)
+  (func (export "proxy_on_delete") (param i32)))
+"#;
+
+/// Serves four requests through the [`LOG_TRAP`] guest with default-callbacks word `word`
+/// (four bytes as WAT string escapes), and waits for `expected` trap failures at their streams'
+/// ends (which run after the responses went out); returns the count then.
+async fn log_trap_failures(word: &str, expected: f64) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log-trap.wat");
+    std::fs::write(&path, LOG_TRAP.replace("WORD", word)).expect("module written");
+    let up = Upstream::http1("web").await.expect("upstream");
+    let plugins = [Plugin::new("logtrap", &path.display().to_string())];
+    let weft = start(
+        &edge(up.addr, &plugins, [Filter::new("logtrap")]),
+        "a guest whose on_log traps",
+    )
+    .await;
+    for i in 0..4 {
+        let version = VERSIONS[i % 2];
+        let reply = send(weft.addr("public"), version, client::get("/")).await;
+        assert_eq!(reply.status, 200, "{version:?}: {}", reply.text());
+    }
+    assert_eq!(up.requests(), 4);
+    let failures = r#"weft_plugin_failures_total{plugin="logtrap",reason="trap"}"#;
+    let counted = || async { metric(&weft, failures).await };
+    weft_e2e::wait_for(|| async { counted().await == expected }, STEP).await;
+    // Time for a failure that should not come to be counted all the same.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    counted().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_that_notes_its_on_log_ends_its_streams_without_it() {
+    assert_eq!(
+        log_trap_failures("\\40\\00\\00\\00", 0.0).await,
+        0.0,
+        "bit 6 set: proxy_on_log is never entered"
+    );
+    assert_eq!(
+        log_trap_failures("\\00\\00\\00\\00", 4.0).await,
+        4.0,
+        "bit 6 clear: every stream's end enters proxy_on_log, which traps"
+    );
 }

@@ -48,6 +48,12 @@ use wasmtime::{
     UpdateDeadline, WasmParams, WasmResults,
 };
 
+/// Address space reserved for each linear memory: all a 32-bit memory can address.
+const MEMORY_RESERVATION: u64 = 1 << 32;
+
+/// Guard pages past each reservation, for the constant offsets of guest loads and stores.
+const MEMORY_GUARD: u64 = 32 << 20;
+
 /// Engine-wide settings, fixed for the life of the process.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -241,11 +247,15 @@ impl WasmRuntime {
             .total_tables(settings.max_instances)
             .max_memory_size(settings.max_memory_bytes);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        // Reserve only what an instance may use: many small reservations instead of 4 GiB each.
-        let reservation = u64::try_from(settings.max_memory_bytes).unwrap_or(u64::MAX);
+        // Each memory reserves the whole 32-bit address space, and a guard past it covers the
+        // constant offsets compilers fold into loads and stores: then no guest access needs a
+        // bounds check, the guard pages trap instead. With a smaller reservation every load and
+        // store of every filter carries a compare and a Spectre-safe select. The reservation
+        // is address space only (`PROT_NONE`); what an instance may use is still capped by
+        // `max_memory_bytes` and its plugin's limit.
         config
-            .memory_reservation(reservation)
-            .memory_guard_size(64 << 10);
+            .memory_reservation(MEMORY_RESERVATION)
+            .memory_guard_size(MEMORY_GUARD);
         if std::env::var_os(PERFMAP_ENV).is_some_and(|v| v == "1") {
             config.profiler(ProfilingStrategy::PerfMap);
         }
