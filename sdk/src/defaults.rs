@@ -44,8 +44,8 @@ thread_local! {
     static DEFAULTS: Cell<u32> = const { Cell::new(ALWAYS) };
 }
 
-/// Notes that the module's filters are of type `F` (called when the SDK makes the state for
-/// a filter type).
+/// Notes that the module's filters are of type `F` (called when a root context of that type
+/// is configured).
 pub(crate) fn register<F: 'static>() {
     let this = FilterType::One(TypeId::of::<F>());
     match FILTER_TYPE.get() {

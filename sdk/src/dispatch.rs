@@ -3,9 +3,9 @@
 //! delays, callout tokens). [`export_filter!`](crate::export_filter) generates the exports
 //! that call into here.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -17,14 +17,12 @@ use crate::idmap::IdMap;
 use crate::views::{CallResponse, Log, Request, Response};
 use crate::{Filter, host as hostfns};
 
-/// One module instance's state, for the test harness to swap in and out (in Wasm, the
-/// thread-locals below are the instance's for good).
+/// The SDK's bookkeeping of one module instance, for the test harness to swap in and out (in
+/// Wasm, the thread-local below is the instance's for good).
 #[derive(Default)]
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) struct Instance {
     core: Core,
-    /// `Filters<F>` for the module's filter type.
-    filters: Option<Box<dyn Any>>,
 }
 
 #[derive(Default)]
@@ -39,10 +37,30 @@ struct Core {
     metrics: HashMap<String, Vec<(u32, u32)>>,
 }
 
-struct Filters<F: Filter> {
+/// A module's filters and configurations. [`export_filter!`](crate::export_filter) keeps one
+/// in a static of the module's filter type (the test harness, one per harness), and hands it
+/// to every callback: no lookup by type.
+#[doc(hidden)]
+pub struct Filters<F: Filter> {
     configs: IdMap<Rc<F::Config>>,
     /// Each stream context's filter and root context.
     streams: IdMap<Stream<F>>,
+}
+
+impl<F: Filter> Filters<F> {
+    /// No configuration, no stream.
+    pub const fn new() -> Self {
+        Filters {
+            configs: IdMap::with_hasher(BuildHasherDefault::new()),
+            streams: IdMap::with_hasher(BuildHasherDefault::new()),
+        }
+    }
+}
+
+impl<F: Filter> Default for Filters<F> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 struct Stream<F> {
@@ -54,8 +72,6 @@ thread_local! {
     /// The SDK's bookkeeping. Apart from the filters, so that a filter's own calls into the
     /// SDK (metrics, callouts) borrow it while a phase holds the filters.
     static CORE: RefCell<Core> = RefCell::new(Core::default());
-    /// The module's filters and configurations, a `Filters<F>`.
-    static FILTERS: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
     /// The stream context whose phase is running (0 between phases), apart from the
     /// instance's maps so that setting it costs no borrow.
     static CURRENT: Cell<u32> = const { Cell::new(0) };
@@ -65,38 +81,31 @@ thread_local! {
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn swap_instance(other: &mut Instance) {
     CORE.with(|c| std::mem::swap(&mut *c.borrow_mut(), &mut other.core));
-    FILTERS.with(|f| std::mem::swap(&mut *f.borrow_mut(), &mut other.filters));
 }
 
 fn core<R>(f: impl FnOnce(&mut Core) -> R) -> R {
     CORE.with(|c| f(&mut c.borrow_mut()))
 }
 
-/// Runs `f` on the module's `Filters<F>`, made on first use. `None` when the filters are
-/// already in use: the host called back into the module from inside a callback, which
-/// neither weft nor Envoy does; the callback is then skipped.
-fn filters<F: Filter, R>(f: impl FnOnce(&mut Filters<F>) -> R) -> Option<R> {
-    FILTERS.with(|cell| {
-        let mut slot = cell.try_borrow_mut().ok()?;
-        if !slot.as_ref().is_some_and(|any| any.is::<Filters<F>>()) {
-            // One module exports one filter type; a second type cannot happen through
-            // `export_filter!`, but a harness reused across types could do it.
-            crate::defaults::register::<F>();
-            *slot = Some(Box::new(Filters::<F> {
-                configs: IdMap::default(),
-                streams: IdMap::default(),
-            }));
-        }
-        slot.as_mut()
-            .and_then(|any| any.downcast_mut::<Filters<F>>())
-            .map(f)
-    })
+/// Runs `f` on `filters`. `None` when they are already in use: the host called back into the
+/// module from inside a callback, which neither weft nor Envoy does; the callback is then
+/// skipped.
+fn filters<F: Filter, R>(
+    filters: &RefCell<Filters<F>>,
+    f: impl FnOnce(&mut Filters<F>) -> R,
+) -> Option<R> {
+    let mut filters = filters.try_borrow_mut().ok()?;
+    Some(f(&mut filters))
 }
 
 /// Runs `f` on the filter of stream `ctx`, in place; with the filter's result, the stream's
 /// root context. `None` for an unknown context.
-fn with_filter<F: Filter, R>(ctx: u32, f: impl FnOnce(&mut F) -> R) -> Option<(R, u32)> {
-    filters::<F, _>(|fs| {
+fn with_filter<F: Filter, R>(
+    all: &RefCell<Filters<F>>,
+    ctx: u32,
+    f: impl FnOnce(&mut F) -> R,
+) -> Option<(R, u32)> {
+    filters(all, |fs| {
         let stream = fs.streams.get_mut(&ctx)?;
         let previous = CURRENT.replace(ctx);
         let result = f(&mut stream.filter);
@@ -143,8 +152,26 @@ fn now_nanos() -> u64 {
     host(|h| h.current_time_nanos()).unwrap_or(0)
 }
 
-/// What a phase's result means for the host: `0` continue, `1` pause.
+/// What a phase's result means for the host: `0` continue, `1` pause. `Continue`, what nearly
+/// every phase returns, is answered inline; the rest out of line.
+#[inline]
 fn finish_phase(
+    ctx: u32,
+    root: u32,
+    side: StreamType,
+    result: Result<Action>,
+    delay: Option<Duration>,
+) -> u32 {
+    match result {
+        Ok(Action::Continue) => 0,
+        other => hold_or_fail(ctx, root, side, other, delay),
+    }
+}
+
+/// [`finish_phase`] for a phase that paused its stream or failed.
+#[cold]
+#[inline(never)]
+fn hold_or_fail(
     ctx: u32,
     root: u32,
     side: StreamType,
@@ -201,9 +228,9 @@ fn program_tick(root: u32) {
 }
 
 /// Stream `ctx`'s delay is over: its filter's `on_delay_elapsed` says whether it goes on.
-fn delay_elapsed<F: Filter>(ctx: u32) {
+fn delay_elapsed<F: Filter>(all: &RefCell<Filters<F>>, ctx: u32) {
     let mut request = Request::default();
-    match with_filter::<F, _>(ctx, |f| f.on_delay_elapsed(&mut request)) {
+    match with_filter(all, ctx, |f| f.on_delay_elapsed(&mut request)) {
         Some((Ok(Action::Continue), _)) | None => resume(ctx),
         Some((Ok(Action::Pause), root)) => {
             if let Some(delay) = request.delay {
@@ -229,11 +256,11 @@ pub mod exports {
     use super::*;
 
     /// `proxy_on_context_create`.
-    pub fn on_context_create<F: Filter>(ctx: u32, parent: u32) {
+    pub fn on_context_create<F: Filter>(all: &RefCell<Filters<F>>, ctx: u32, parent: u32) {
         if parent == 0 {
             return;
         }
-        filters::<F, _>(|fs| {
+        filters(all, |fs| {
             if let Some(config) = fs.configs.get(&parent) {
                 let filter = F::new(config);
                 fs.streams.insert(
@@ -254,10 +281,13 @@ pub mod exports {
 
     /// `proxy_on_configure`: parses the configuration and runs [`Filter::configure`]; a bad
     /// one is logged with its field path and refused.
-    pub fn on_configure<F: Filter>(root: u32, size: usize) -> u32 {
+    pub fn on_configure<F: Filter>(all: &RefCell<Filters<F>>, root: u32, size: usize) -> u32 {
+        // The module's filter type, for the word of default callbacks (a harness reused
+        // across types makes a second one known here).
+        crate::defaults::register::<F>();
         match crate::parse_config::<F>(&configuration(size)) {
             Ok(config) => {
-                filters::<F, _>(|fs| fs.configs.insert(root, Rc::new(config)));
+                filters(all, |fs| fs.configs.insert(root, Rc::new(config)));
                 1
             }
             Err(message) => {
@@ -278,13 +308,18 @@ pub mod exports {
     }
 
     /// `proxy_on_request_headers`.
-    pub fn on_request_headers<F: Filter>(ctx: u32, _headers: usize, end_of_stream: u32) -> u32 {
+    pub fn on_request_headers<F: Filter>(
+        all: &RefCell<Filters<F>>,
+        ctx: u32,
+        _headers: usize,
+        end_of_stream: u32,
+    ) -> u32 {
         let mut request = Request {
             body_size: 0,
             end_of_stream: end_of_stream != 0,
             delay: None,
         };
-        match with_filter::<F, _>(ctx, |f| f.on_request_headers(&mut request)) {
+        match with_filter(all, ctx, |f| f.on_request_headers(&mut request)) {
             Some((result, root)) => {
                 finish_phase(ctx, root, StreamType::HttpRequest, result, request.delay)
             }
@@ -293,13 +328,18 @@ pub mod exports {
     }
 
     /// `proxy_on_request_body`.
-    pub fn on_request_body<F: Filter>(ctx: u32, size: usize, end_of_stream: u32) -> u32 {
+    pub fn on_request_body<F: Filter>(
+        all: &RefCell<Filters<F>>,
+        ctx: u32,
+        size: usize,
+        end_of_stream: u32,
+    ) -> u32 {
         let mut request = Request {
             body_size: size,
             end_of_stream: end_of_stream != 0,
             delay: None,
         };
-        match with_filter::<F, _>(ctx, |f| f.on_request_body(&mut request)) {
+        match with_filter(all, ctx, |f| f.on_request_body(&mut request)) {
             Some((result, root)) => {
                 finish_phase(ctx, root, StreamType::HttpRequest, result, request.delay)
             }
@@ -308,24 +348,34 @@ pub mod exports {
     }
 
     /// `proxy_on_response_headers`.
-    pub fn on_response_headers<F: Filter>(ctx: u32, _headers: usize, end_of_stream: u32) -> u32 {
+    pub fn on_response_headers<F: Filter>(
+        all: &RefCell<Filters<F>>,
+        ctx: u32,
+        _headers: usize,
+        end_of_stream: u32,
+    ) -> u32 {
         let mut response = Response {
             body_size: 0,
             end_of_stream: end_of_stream != 0,
         };
-        match with_filter::<F, _>(ctx, |f| f.on_response_headers(&mut response)) {
+        match with_filter(all, ctx, |f| f.on_response_headers(&mut response)) {
             Some((result, root)) => finish_phase(ctx, root, StreamType::HttpResponse, result, None),
             None => 0,
         }
     }
 
     /// `proxy_on_response_body`.
-    pub fn on_response_body<F: Filter>(ctx: u32, size: usize, end_of_stream: u32) -> u32 {
+    pub fn on_response_body<F: Filter>(
+        all: &RefCell<Filters<F>>,
+        ctx: u32,
+        size: usize,
+        end_of_stream: u32,
+    ) -> u32 {
         let mut response = Response {
             body_size: size,
             end_of_stream: end_of_stream != 0,
         };
-        match with_filter::<F, _>(ctx, |f| f.on_response_body(&mut response)) {
+        match with_filter(all, ctx, |f| f.on_response_body(&mut response)) {
             Some((result, root)) => finish_phase(ctx, root, StreamType::HttpResponse, result, None),
             None => 0,
         }
@@ -337,8 +387,8 @@ pub mod exports {
     }
 
     /// `proxy_on_log`.
-    pub fn on_log<F: Filter>(ctx: u32) {
-        with_filter::<F, _>(ctx, |f| f.on_log(&Log::default()));
+    pub fn on_log<F: Filter>(all: &RefCell<Filters<F>>, ctx: u32) {
+        with_filter(all, ctx, |f| f.on_log(&Log::default()));
     }
 
     /// `proxy_on_done`.
@@ -347,10 +397,10 @@ pub mod exports {
     }
 
     /// `proxy_on_delete`.
-    pub fn on_delete<F: Filter>(ctx: u32) {
+    pub fn on_delete<F: Filter>(all: &RefCell<Filters<F>>, ctx: u32) {
         // A stream context has a root; only a root context has a configuration and delays of
         // its own. Paused streams and callouts are always stream contexts.
-        match filters::<F, _>(|fs| fs.streams.remove(&ctx).map(|s| s.root)).flatten() {
+        match filters(all, |fs| fs.streams.remove(&ctx).map(|s| s.root)).flatten() {
             Some(root) => core(|c| {
                 // Most streams were never paused, delayed or calling out: no lookups then.
                 if !c.paused.is_empty() {
@@ -366,7 +416,7 @@ pub mod exports {
                 }
             }),
             None => {
-                filters::<F, _>(|fs| fs.configs.remove(&ctx));
+                filters(all, |fs| fs.configs.remove(&ctx));
                 core(|c| c.delays.remove(&ctx));
             }
         }
@@ -374,7 +424,7 @@ pub mod exports {
 
     /// `proxy_on_tick`: delayed streams whose time has come go on, unless their filter's
     /// [`Filter::on_delay_elapsed`] holds or answers them.
-    pub fn on_tick<F: Filter>(root: u32) {
+    pub fn on_tick<F: Filter>(all: &RefCell<Filters<F>>, root: u32) {
         let now = now_nanos();
         let due: Vec<u32> = core(|c| {
             let Some(delays) = c.delays.get_mut(&root) else {
@@ -390,7 +440,7 @@ pub mod exports {
         });
         for ctx in due {
             if host(|h| h.set_effective_context(ctx)).is_ok() {
-                delay_elapsed::<F>(ctx);
+                delay_elapsed(all, ctx);
             }
         }
         let _ = host(|h| h.set_effective_context(root));
@@ -399,6 +449,8 @@ pub mod exports {
 
     /// `proxy_on_http_call_response`: the answer goes to the stream that sent the call.
     pub fn on_http_call_response<F: Filter>(
+        all: &RefCell<Filters<F>>,
+
         _root: u32,
         token: u32,
         headers: usize,
@@ -419,7 +471,7 @@ pub mod exports {
             }
         };
         let mut request = Request::default();
-        let result = with_filter::<F, _>(ctx, |f| {
+        let result = with_filter(all, ctx, |f| {
             f.on_http_call_response(&mut request, token, response)
         });
         match result {
@@ -456,6 +508,12 @@ macro_rules! export_filter {
         const _: () = {
             use $crate::__private as sdk;
 
+            ::std::thread_local! {
+                /// The module's filters (on `wasm32` without threads, a plain static).
+                static FILTERS: ::core::cell::RefCell<sdk::Filters<$filter>> =
+                    const { ::core::cell::RefCell::new(sdk::Filters::new()) };
+            }
+
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_abi_version_0_2_1() {}
 
@@ -486,7 +544,7 @@ macro_rules! export_filter {
 
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_context_create(ctx: u32, parent: u32) {
-                sdk::on_context_create::<$filter>(ctx, parent)
+                FILTERS.with(|all| sdk::on_context_create(all, ctx, parent))
             }
 
             #[unsafe(no_mangle)]
@@ -496,22 +554,22 @@ macro_rules! export_filter {
 
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_configure(root: u32, size: usize) -> u32 {
-                sdk::on_configure::<$filter>(root, size)
+                FILTERS.with(|all| sdk::on_configure(all, root, size))
             }
 
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_tick(root: u32) {
-                sdk::on_tick::<$filter>(root)
+                FILTERS.with(|all| sdk::on_tick(all, root))
             }
 
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_request_headers(ctx: u32, n: usize, eos: u32) -> u32 {
-                sdk::on_request_headers::<$filter>(ctx, n, eos)
+                FILTERS.with(|all| sdk::on_request_headers(all, ctx, n, eos))
             }
 
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_request_body(ctx: u32, size: usize, eos: u32) -> u32 {
-                sdk::on_request_body::<$filter>(ctx, size, eos)
+                FILTERS.with(|all| sdk::on_request_body(all, ctx, size, eos))
             }
 
             #[unsafe(no_mangle)]
@@ -521,12 +579,12 @@ macro_rules! export_filter {
 
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_response_headers(ctx: u32, n: usize, eos: u32) -> u32 {
-                sdk::on_response_headers::<$filter>(ctx, n, eos)
+                FILTERS.with(|all| sdk::on_response_headers(all, ctx, n, eos))
             }
 
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_response_body(ctx: u32, size: usize, eos: u32) -> u32 {
-                sdk::on_response_body::<$filter>(ctx, size, eos)
+                FILTERS.with(|all| sdk::on_response_body(all, ctx, size, eos))
             }
 
             #[unsafe(no_mangle)]
@@ -542,12 +600,14 @@ macro_rules! export_filter {
                 body: usize,
                 trailers: usize,
             ) {
-                sdk::on_http_call_response::<$filter>(root, token, headers, body, trailers)
+                FILTERS.with(|all| {
+                    sdk::on_http_call_response(all, root, token, headers, body, trailers)
+                })
             }
 
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_log(ctx: u32) {
-                sdk::on_log::<$filter>(ctx)
+                FILTERS.with(|all| sdk::on_log(all, ctx))
             }
 
             #[unsafe(no_mangle)]
@@ -557,7 +617,7 @@ macro_rules! export_filter {
 
             #[unsafe(no_mangle)]
             pub extern "C" fn proxy_on_delete(ctx: u32) {
-                sdk::on_delete::<$filter>(ctx)
+                FILTERS.with(|all| sdk::on_delete(all, ctx))
             }
         };
     };

@@ -219,6 +219,7 @@ pub fn parse_config<F: Filter>(bytes: &[u8]) -> Result<F::Config, String> {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::defaults::default_callbacks;
+    pub use crate::dispatch::Filters;
     pub use crate::dispatch::exports::*;
 
     /// `_initialize`: runs the module's static constructors, once, when the host starts the

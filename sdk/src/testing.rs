@@ -42,7 +42,7 @@ use weft_abi::{
 };
 
 use crate::Filter;
-use crate::dispatch::{Instance, exports, swap_instance};
+use crate::dispatch::{Filters, Instance, exports, swap_instance};
 use crate::error::{Error, Result};
 use crate::ffi::{HostCalls, Pairs};
 
@@ -201,6 +201,8 @@ impl TestResponse {
 pub struct Harness<F: Filter> {
     host: Rc<RefCell<TestHost>>,
     instance: RefCell<Instance>,
+    /// The filters and configuration, as a module's static holds them.
+    filters: RefCell<Filters<F>>,
     root: u32,
     next_context: Cell<u32>,
     _filter: PhantomData<F>,
@@ -230,15 +232,16 @@ impl<F: Filter> Harness<F> {
         let harness = Harness {
             host: Rc::new(RefCell::new(host)),
             instance: RefCell::new(Instance::default()),
+            filters: RefCell::new(Filters::new()),
             root: 1,
             next_context: Cell::new(2),
             _filter: PhantomData,
         };
         let size = config.len();
-        let configured = harness.call(1, || {
-            exports::on_context_create::<F>(1, 0);
+        let configured = harness.call(1, |all| {
+            exports::on_context_create(all, 1, 0);
             exports::on_vm_start(1, 0);
-            exports::on_configure::<F>(1, size)
+            exports::on_configure(all, 1, size)
         });
         if configured == 1 {
             Ok(harness)
@@ -254,11 +257,11 @@ impl<F: Filter> Harness<F> {
     }
 
     /// Runs `f` as the host calling into the module, with `effective` as effective context.
-    fn call<R>(&self, effective: u32, f: impl FnOnce() -> R) -> R {
+    fn call<R>(&self, effective: u32, f: impl FnOnce(&RefCell<Filters<F>>) -> R) -> R {
         self.host.borrow_mut().effective = effective;
         let previous = INSTALLED.with(|i| i.borrow_mut().replace(self.host.clone()));
         swap_instance(&mut self.instance.borrow_mut());
-        let result = f();
+        let result = f(&self.filters);
         swap_instance(&mut self.instance.borrow_mut());
         INSTALLED.with(|i| *i.borrow_mut() = previous);
         result
@@ -276,13 +279,13 @@ impl<F: Filter> Harness<F> {
             host.streams.insert(ctx, StreamState::new(request, started));
         }
         let eos = u32::from(body.is_empty());
-        let mut action = self.call(ctx, || {
-            exports::on_context_create::<F>(ctx, self.root);
-            exports::on_request_headers::<F>(ctx, 0, eos)
+        let mut action = self.call(ctx, |all| {
+            exports::on_context_create(all, ctx, self.root);
+            exports::on_request_headers(all, ctx, 0, eos)
         });
         if action == 0 && !body.is_empty() {
             self.with_stream(ctx, |s| s.request_body = body.clone());
-            action = self.call(ctx, || exports::on_request_body::<F>(ctx, body.len(), 1));
+            action = self.call(ctx, |all| exports::on_request_body(all, ctx, body.len(), 1));
         }
         Exchange {
             harness: self,
@@ -312,7 +315,7 @@ impl<F: Filter> Harness<F> {
                         let mut host = self.host.borrow_mut();
                         host.next_tick = host.tick_period.map(|p| at + p);
                     }
-                    self.call(self.root, || exports::on_tick::<F>(self.root));
+                    self.call(self.root, |all| exports::on_tick(all, self.root));
                 }
                 _ => break,
             }
@@ -344,8 +347,8 @@ impl<F: Filter> Harness<F> {
                 body,
             ));
         }
-        self.call(self.root, || {
-            exports::on_http_call_response::<F>(self.root, token, count, size, 0)
+        self.call(self.root, |all| {
+            exports::on_http_call_response(all, self.root, token, count, size, 0)
         });
         self.host.borrow_mut().answer = None;
     }
@@ -471,13 +474,13 @@ impl<F: Filter> Exchange<'_, F> {
         let eos = u32::from(body.is_empty());
         let mut action = self
             .harness
-            .call(ctx, || exports::on_response_headers::<F>(ctx, 0, eos));
+            .call(ctx, |all| exports::on_response_headers(all, ctx, 0, eos));
         if action == 0 && !body.is_empty() {
             self.harness
                 .with_stream(ctx, |s| s.response_body = body.clone());
-            action = self
-                .harness
-                .call(ctx, || exports::on_response_body::<F>(ctx, body.len(), 1));
+            action = self.harness.call(ctx, |all| {
+                exports::on_response_body(all, ctx, body.len(), 1)
+            });
         }
         let action = Action::from_guest_lenient(action);
         self.action.set(action);
@@ -501,10 +504,10 @@ impl<F: Filter> Exchange<'_, F> {
             return;
         }
         let ctx = self.ctx;
-        self.harness.call(ctx, || {
-            exports::on_log::<F>(ctx);
+        self.harness.call(ctx, |all| {
+            exports::on_log(all, ctx);
             exports::on_done(ctx);
-            exports::on_delete::<F>(ctx);
+            exports::on_delete(all, ctx);
         });
     }
 }
