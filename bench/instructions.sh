@@ -101,7 +101,7 @@ callgrind_run() { # $1 = name, $2 = load|idle, $3 = admin port or "", $4... = co
     run_load "$out.warmup.wrk" "${wrk[@]}" "-d${WARMUP}s" || die "$name: warm-up wrk failed"
     # Count from here: start-up (compiling the modules, on threads whose spinning varies from
     # run to run by more than a whole load run's requests cost) and the warm-up are left out.
-    callgrind_control -z "$pid" >/dev/null || die "$name: callgrind_control -z failed"
+    callgrind_control -z "$pid" >/dev/null 2>&1 || die "$name: callgrind_control -z failed"
     if [[ -n $admin ]]; then
         calls0=$(metric_sum "$admin" weft_plugin_calls_total) || die "$name: cannot read metrics"
     fi
