@@ -129,8 +129,9 @@ impl<'a> Properties<'a> {
         if self.stored.is_empty() {
             return None;
         }
-        let key = std::str::from_utf8(&path.join(&b'.')).ok()?.to_owned();
-        self.stored.get(&key).map(|v| v.to_vec())
+        let dotted = path.join(&b'.');
+        let key = std::str::from_utf8(&dotted).ok()?;
+        self.stored.get(key).map(|v| v.to_vec())
     }
 
     fn request_field(&self, field: &[u8]) -> Option<Vec<u8>> {
