@@ -153,7 +153,7 @@ fn now_nanos() -> u64 {
 }
 
 /// What a phase's result means for the host: `0` continue, `1` pause. `Continue`, what nearly
-/// every phase returns, is answered inline; the rest out of line.
+/// every phase returns, is answered inline; a hold or a failure out of line.
 #[inline]
 fn finish_phase(
     ctx: u32,
@@ -164,43 +164,37 @@ fn finish_phase(
 ) -> u32 {
     match result {
         Ok(Action::Continue) => 0,
-        other => hold_or_fail(ctx, root, side, other, delay),
+        Ok(Action::Pause) => hold(ctx, root, side, delay),
+        Err(e) => fail(&e),
     }
 }
 
-/// [`finish_phase`] for a phase that paused its stream or failed.
+/// Stream `ctx` paused on `side`: noted, and held for `delay` if it asked for one; `1`.
 #[cold]
 #[inline(never)]
-fn hold_or_fail(
-    ctx: u32,
-    root: u32,
-    side: StreamType,
-    result: Result<Action>,
-    delay: Option<Duration>,
-) -> u32 {
-    match result {
-        Ok(Action::Continue) => 0,
-        Ok(Action::Pause) => {
-            if let Some(delay) = delay {
-                schedule(ctx, root, delay);
-            }
-            core(|c| c.paused.insert(ctx, side));
-            1
-        }
-        Err(e) => {
-            hostfns::log(LogLevel::Error, &format!("filter error: {e}"));
-            let body = format!("filter error: {e}\n");
-            let _ = host(|h| {
-                h.send_local_response(
-                    500,
-                    "weft_sdk_filter_error",
-                    body.as_bytes(),
-                    &[("content-type", b"text/plain".as_slice())],
-                )
-            });
-            1
-        }
+fn hold(ctx: u32, root: u32, side: StreamType, delay: Option<Duration>) -> u32 {
+    if let Some(delay) = delay {
+        schedule(ctx, root, delay);
     }
+    core(|c| c.paused.insert(ctx, side));
+    1
+}
+
+/// A phase failed with `e`: logged and answered with a 500; `1`.
+#[cold]
+#[inline(never)]
+fn fail(e: &crate::Error) -> u32 {
+    hostfns::log(LogLevel::Error, &format!("filter error: {e}"));
+    let body = format!("filter error: {e}\n");
+    let _ = host(|h| {
+        h.send_local_response(
+            500,
+            "weft_sdk_filter_error",
+            body.as_bytes(),
+            &[("content-type", b"text/plain".as_slice())],
+        )
+    });
+    1
 }
 
 /// Holds stream `ctx` of root context `root` for `delay`.
@@ -237,9 +231,10 @@ fn delay_elapsed<F: Filter>(all: &RefCell<Filters<F>>, ctx: u32) {
                 schedule(ctx, root, delay);
             }
         }
-        Some((Err(e), root)) => {
-            let side = core(|c| c.paused.remove(&ctx)).unwrap_or(StreamType::HttpRequest);
-            finish_phase(ctx, root, side, Err(e), None);
+        Some((Err(e), _)) => {
+            // Answered with the failure: no longer waiting.
+            core(|c| c.paused.remove(&ctx));
+            fail(&e);
         }
     }
 }
@@ -481,9 +476,10 @@ pub mod exports {
                     schedule(ctx, root, delay);
                 }
             }
-            Some((Err(e), root)) => {
-                let side = core(|c| c.paused.remove(&ctx)).unwrap_or(StreamType::HttpRequest);
-                finish_phase(ctx, root, side, Err(e), None);
+            Some((Err(e), _)) => {
+                // Answered with the failure: no longer waiting.
+                core(|c| c.paused.remove(&ctx));
+                fail(&e);
             }
             None => {}
         }

@@ -14,7 +14,7 @@ use crate::ffi::{HostCalls, host};
 /// `Ok(None)` when the host does not know it. Values are Envoy's encodings: strings raw,
 /// integers 8-byte little-endian (see [`property_string`] and [`property_i64`]).
 pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>> {
-    with_path(path, |path| host(|h| h.get_property(path)))
+    with_path(path, encoded_property)
 }
 
 /// The property at `path`, already in the ABI's encoding (`b"response\0code"`).
@@ -56,7 +56,7 @@ pub(crate) fn text(bytes: Vec<u8>) -> String {
 /// A property read as Envoy's 8-byte little-endian integer; `Ok(None)` when absent or not
 /// eight bytes long.
 pub fn property_i64(path: &[&str]) -> Result<Option<i64>> {
-    with_path(path, |path| host(|h| h.get_property_i64(path)))
+    with_path(path, encoded_i64)
 }
 
 /// Sets the property at `path`.
