@@ -111,13 +111,10 @@ impl App {
             max_instances: options.wasm_instances,
             ..EngineSettings::default()
         };
-        let slots = engine.max_instances;
-        let wasm = WasmHost::new(engine, metrics.registry()).with_context(|| {
-            format!(
-                "cannot start the Wasm engine ({slots} instance slots, each reserving 4 GiB of \
-                 address space; lower `weft proxy --wasm-instances` where it is limited)"
-            )
-        })?;
+        let wasm = WasmHost::new(engine, metrics.registry()).context(
+            "cannot start the Wasm engine (where address space is limited, lower `weft proxy \
+             --wasm-instances`)",
+        )?;
         let first = runtime::prepare(config, &map, None, &[], &metrics, &wasm)
             .await
             .map_err(anyhow::Error::new)?;

@@ -249,38 +249,23 @@ fn address(addr: std::net::SocketAddr, field: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// `ip:port` (`[ip]:port` for IPv6), as `SocketAddr` displays it. An IPv4 address, the common
-/// case, is written digit by digit: formatting through `Display` costs ten times as much, on
-/// a property a rate limit reads on every request.
+/// case, is written number by number with `itoa`: formatting through `Display` costs ten times
+/// as much, on a property a rate limit reads on every request.
 fn address_bytes(addr: std::net::SocketAddr) -> Vec<u8> {
     let std::net::SocketAddr::V4(v4) = addr else {
         return addr.to_string().into_bytes();
     };
+    let mut digits = itoa::Buffer::new();
     let mut out = Vec::with_capacity(21);
     for (i, octet) in v4.ip().octets().into_iter().enumerate() {
         if i > 0 {
             out.push(b'.');
         }
-        push_decimal(&mut out, u32::from(octet));
+        out.extend_from_slice(digits.format(octet).as_bytes());
     }
     out.push(b':');
-    push_decimal(&mut out, u32::from(v4.port()));
+    out.extend_from_slice(digits.format(v4.port()).as_bytes());
     out
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, n: u32) {
-    let mut digits = [0u8; 10];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// An integer property, saturating at `i64::MAX`.

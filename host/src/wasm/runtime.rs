@@ -259,7 +259,13 @@ impl WasmRuntime {
         if std::env::var_os(PERFMAP_ENV).is_some_and(|v| v == "1") {
             config.profiler(ProfilingStrategy::PerfMap);
         }
-        let engine = Engine::new(&config).map_err(|e| WasmError::Engine(format!("{e:#}")))?;
+        let engine = Engine::new(&config).map_err(|e| {
+            WasmError::Engine(format!(
+                "{e:#} ({} instance slots, each reserving {} MiB of address space)",
+                settings.max_instances,
+                (MEMORY_RESERVATION + MEMORY_GUARD) >> 20
+            ))
+        })?;
         let runtime = Arc::new(Self {
             engine,
             modules: Mutex::new(HashMap::new()),

@@ -6,9 +6,10 @@ use std::{
     time::Duration,
 };
 
+use weft_abi::StreamCallback;
+
 use super::{Failure, GuestStore, Instance, StreamCall};
 use crate::wasm::context::{Delivery, GrpcEvent, RootEvent, Side};
-use weft_abi::StreamCallback;
 
 impl Instance {
     /// The calls [`plan`](Self::plan) leaves: context creation alone, callout answers, and
