@@ -25,6 +25,7 @@ use wasmtime::{Memory, TypedFunc};
 
 use super::{
     callout::CalloutResponse,
+    header_names::HeaderNames,
     host::WasmHost,
     instance::Instance,
     properties::{PluginIdentity, PropertyMap},
@@ -464,6 +465,8 @@ pub struct HostData {
     pub last_error: Option<String>,
     /// The chain position of the filter `stream` is lent to (events from callouts carry it).
     pub stream_slot: usize,
+    /// The header names the guest has used, parsed once.
+    pub header_names: HeaderNames,
     /// A handle on the instance itself, filled once it exists: callouts from the root context,
     /// queue notifications and ticks reach the instance through it.
     pub instance: Arc<OnceLock<Weak<Instance>>>,
@@ -500,6 +503,7 @@ impl HostData {
             panicked: false,
             last_error: None,
             stream_slot: 0,
+            header_names: HeaderNames::default(),
             instance: Arc::new(OnceLock::new()),
         }
     }

@@ -2,7 +2,7 @@
 //! memory caps (`runtime`), the plugins built into the binary (`builtin`), the process-wide
 //! services plugins reach (`host`, `shared`, `metrics`), the properties they read
 //! (`properties`), the proxy-wasm host functions (`hostcalls`) acting on per-instance and
-//! per-stream state (`context`), callouts (`callout`), plugin instances (`instance`), filters
+//! per-stream state (`context`, `header_names`), callouts (`callout`), plugin instances (`instance`), filters
 //! and their instance pools (`filter`), and the chain executor the request path drives
 //! (`chain`).
 
@@ -11,6 +11,7 @@ pub mod callout;
 pub mod chain;
 pub mod context;
 pub mod filter;
+pub mod header_names;
 pub mod host;
 pub mod hostcalls;
 pub mod instance;

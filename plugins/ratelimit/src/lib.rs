@@ -99,8 +99,8 @@ impl Filter for RateLimit {
             }
             Decision::Limited { wait } => {
                 count(resolved.limited);
-                let mut buffer = [0; 20];
-                let seconds = decimal(bucket::ceil_seconds(wait), &mut buffer);
+                let mut buffer = itoa::Buffer::new();
+                let seconds = buffer.format(bucket::ceil_seconds(wait));
                 request.respond(
                     429,
                     &[
@@ -118,13 +118,10 @@ impl Filter for RateLimit {
 
     fn on_response_headers(&mut self, response: &mut Response) -> Result<Action> {
         if let Some(quota) = self.quota {
-            let mut buffer = [0; 20];
+            let mut buffer = itoa::Buffer::new();
             response.set_header("x-ratelimit-limit", &self.config.resolved.limit_header)?;
-            response.set_header(
-                "x-ratelimit-remaining",
-                decimal(quota.remaining, &mut buffer),
-            )?;
-            response.set_header("x-ratelimit-reset", decimal(quota.reset, &mut buffer))?;
+            response.set_header("x-ratelimit-remaining", buffer.format(quota.remaining))?;
+            response.set_header("x-ratelimit-reset", buffer.format(quota.reset))?;
         }
         Ok(Action::Continue)
     }
@@ -214,20 +211,6 @@ fn count(counter: Option<weft_sdk::Counter>) {
     if let Some(counter) = counter {
         let _ = counter.increment(1);
     }
-}
-
-/// `n` in decimal, written into `buffer` (no allocation).
-fn decimal(mut n: u64, buffer: &mut [u8; 20]) -> &str {
-    let mut at = buffer.len();
-    loop {
-        at -= 1;
-        buffer[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buffer[at..]).unwrap_or("0")
 }
 
 weft_sdk::export_filter!(RateLimit);

@@ -240,11 +240,3 @@ fn client_ip_strips_the_port() {
     assert_eq!(client_ip("::1"), "::1");
     assert_eq!(client_ip("[::1"), "[::1");
 }
-
-#[test]
-fn decimal_writes_numbers() {
-    let mut buffer = [0; 20];
-    assert_eq!(decimal(0, &mut buffer), "0");
-    assert_eq!(decimal(3_600, &mut buffer), "3600");
-    assert_eq!(decimal(u64::MAX, &mut buffer), u64::MAX.to_string());
-}

@@ -142,9 +142,9 @@ impl SeriesCache {
 
     /// The series of `sample`'s label set, defined the first time.
     fn find(&self, sample: &Sample<'_>) -> Option<Series> {
-        let mut buffer = itoa_buffer();
+        let mut buffer = itoa::Buffer::new();
         let code = match sample.status {
-            Some(status) => decimal(u64::from(status), &mut buffer),
+            Some(status) => buffer.format(status),
             None => "0",
         };
         let labels = metric_name(
@@ -186,23 +186,4 @@ pub fn method_label(method: Option<&str>) -> &'static str {
         Some(_) => "OTHER",
         None => "unknown",
     }
-}
-
-/// A buffer for [`decimal`].
-pub fn itoa_buffer() -> [u8; 20] {
-    [0; 20]
-}
-
-/// `n` in decimal, written into `buffer` (no allocation).
-pub fn decimal(mut n: u64, buffer: &mut [u8; 20]) -> &str {
-    let mut at = buffer.len();
-    loop {
-        at -= 1;
-        buffer[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buffer[at..]).unwrap_or("0")
 }

@@ -210,9 +210,10 @@ impl View<'_> {
 }
 
 impl View<'_> {
-    /// Calls `f` with each value of the lowercase `key`, in the order [`View::pairs`] has
-    /// them, looking the key up instead of going through every pair.
-    fn each_value(&self, key: &[u8], mut f: impl FnMut(&[u8])) {
+    /// Calls `f` with each value of the lowercase `key` (`name`, when it is a header name),
+    /// in the order [`View::pairs`] has them, looking the key up instead of going through
+    /// every pair.
+    fn each_value(&self, key: &[u8], name: Option<&HeaderName>, mut f: impl FnMut(&[u8])) {
         let fields = match self {
             View::Request(stream) => {
                 match key {
@@ -242,7 +243,7 @@ impl View<'_> {
             View::Empty => return,
         };
         // A key that is no header name (a pseudo-header, invalid bytes) names no field.
-        if let Ok(name) = std::str::from_utf8(key) {
+        if let Some(name) = name {
             for value in fields.get_all(name) {
                 f(value.as_bytes());
             }
@@ -269,6 +270,20 @@ fn canonical(key: &[u8], request_headers: bool) -> Cow<'_, [u8]> {
         }
         _ => Cow::Borrowed(key),
     }
+}
+
+/// The header name `key` spells, from the instance's parsed names, for the stream's maps;
+/// `None` for pseudo-headers, invalid names and the callout maps (matched by bytes).
+fn header_name(data: &mut HostData, map: MapType, key: &[u8]) -> Option<HeaderName> {
+    use MapType::*;
+    let stream_map = matches!(
+        map,
+        HttpRequestHeaders | HttpRequestTrailers | HttpResponseHeaders | HttpResponseTrailers
+    );
+    if !stream_map || key.starts_with(b":") {
+        return None;
+    }
+    data.header_names.get(key)
 }
 
 /// `proxy_get_header_map_pairs`: the encoded map; empty (zero bytes) when the map has no pairs
@@ -301,10 +316,11 @@ pub(super) fn size(data: &mut HostData, map: MapType) -> Result<u32, Status> {
 
 /// `proxy_get_header_map_value`: the value of `key`, several values joined with `,`.
 pub(super) fn get_value(data: &mut HostData, map: MapType, key: &[u8]) -> Result<Vec<u8>, Status> {
+    let key = canonical(key, map == MapType::HttpRequestHeaders);
+    let name = header_name(data, map, &key);
     let view = view(data, map)?;
-    let key = canonical(key, matches!(view, View::Request(_)));
     let mut joined: Option<Vec<u8>> = None;
-    view.each_value(&key, |value| match &mut joined {
+    view.each_value(&key, name.as_ref(), |value| match &mut joined {
         None => joined = Some(value.to_vec()),
         Some(joined) => {
             joined.push(b',');
@@ -363,8 +379,9 @@ pub(super) fn write_value(
     op: Op,
     value: &[u8],
 ) -> HostResult {
+    let key = canonical(key, map == MapType::HttpRequestHeaders);
+    let name = header_name(data, map, &key);
     let target = target(data, map)?;
-    let key = canonical(key, matches!(target, Target::Request(_)));
     if key.starts_with(b":") {
         if op == Op::Remove {
             // Pseudo-headers cannot be removed; Envoy answers Ok all the same.
@@ -387,11 +404,11 @@ pub(super) fn write_value(
             Target::Response(_) | Target::Trailers(_) => Err(Status::BadArgument.into()),
         };
     }
-    let name = match HeaderName::from_bytes(&key) {
-        Ok(name) => name,
+    let name = match name {
+        Some(name) => name,
         // A name that cannot exist is already absent.
-        Err(_) if op == Op::Remove => return Ok(()),
-        Err(_) => return Err(Status::BadArgument.into()),
+        None if op == Op::Remove => return Ok(()),
+        None => return Err(Status::BadArgument.into()),
     };
     let fields = match target {
         Target::Request(stream) => &mut stream.request_headers,
