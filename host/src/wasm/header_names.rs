@@ -4,7 +4,8 @@
 //! [`HeaderName`] validates and lowercases every byte, and a name outside the standard set
 //! (`x-request-id`, `traceparent`, `x-ratelimit-limit`…) allocates its copy. A guest uses a
 //! handful of names over and over, so each instance keeps the names it has used: a lookup is
-//! one short hash and compare, and a custom name is a reference-count bump.
+//! one short hash and compare, and a custom name is a reference-count bump. The cache is bounded
+//! in entries and in name length, so a guest cannot grow it.
 
 use std::collections::HashMap;
 
@@ -13,6 +14,10 @@ use http::HeaderName;
 /// Names kept at most: a guest that makes up names without end gets its cache emptied when
 /// it fills, so the cache stays small whatever the guest does.
 const MAX_NAMES: usize = 64;
+
+/// The longest name kept (a header name may be 64 KiB long): longer ones are parsed on every
+/// call, so that the cache holds at most a few KiB per instance.
+const MAX_NAME_LEN: usize = 64;
 
 /// The header names one instance's guest has used, by the exact bytes it passed.
 #[derive(Default)]
@@ -27,6 +32,9 @@ impl HeaderNames {
             return Some(name.clone());
         }
         let name = HeaderName::from_bytes(key).ok()?;
+        if key.len() > MAX_NAME_LEN {
+            return Some(name);
+        }
         if self.names.len() >= MAX_NAMES {
             self.names.clear();
         }
@@ -64,6 +72,17 @@ mod tests {
         for key in [&b""[..], b"bad name", b":path", b"caf\xc3\xa9"] {
             assert_eq!(names.get(key), None, "{key:?}");
         }
+        assert!(names.names.is_empty());
+    }
+
+    #[test]
+    fn long_names_are_parsed_but_not_kept() {
+        let mut names = HeaderNames::default();
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        assert_eq!(
+            names.get(long.as_bytes()).as_ref().map(HeaderName::as_str),
+            Some(long.as_str())
+        );
         assert!(names.names.is_empty());
     }
 

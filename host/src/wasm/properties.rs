@@ -143,11 +143,11 @@ impl<'a> Properties<'a> {
                 .map(|v| v.as_bytes().to_vec())
         };
         let path = &stream.path[..];
-        let query_at = path.iter().position(|&b| b == b'?');
+        let query_at = || path.iter().position(|&b| b == b'?');
         Some(match field {
             b"path" => path.to_vec(),
-            b"url_path" => path[..query_at.unwrap_or(path.len())].to_vec(),
-            b"query" => query_at.map_or(Vec::new(), |at| path[at + 1..].to_vec()),
+            b"url_path" => path[..query_at().unwrap_or(path.len())].to_vec(),
+            b"query" => query_at().map_or(Vec::new(), |at| path[at + 1..].to_vec()),
             b"method" => stream.method.as_str().as_bytes().to_vec(),
             b"host" if stream.authority.is_empty() => return None,
             b"host" => stream.authority.as_bytes().to_vec(),
