@@ -2,9 +2,9 @@
 //! memory caps (`runtime`), the plugins built into the binary (`builtin`), the process-wide
 //! services plugins reach (`host`, `shared`, `metrics`), the properties they read
 //! (`properties`), the proxy-wasm host functions (`hostcalls`) acting on per-instance and
-//! per-stream state (`context`, `header_names`), callouts (`callout`), plugin instances (`instance`), filters
-//! and their instance pools (`filter`), and the chain executor the request path drives
-//! (`chain`).
+//! per-stream state (`context`, `header_names`), callouts (`callout`), plugin instances
+//! (`instance`), filters and their instance pools (`filter`), and the chain executor the
+//! request path drives (`chain`).
 
 pub mod builtin;
 pub mod callout;
