@@ -275,15 +275,19 @@ fn canonical(key: &[u8], request_headers: bool) -> Cow<'_, [u8]> {
 /// The header name `key` spells, from the instance's parsed names, for the stream's maps;
 /// `None` for pseudo-headers, invalid names and the callout maps (matched by bytes).
 fn header_name(data: &mut HostData, map: MapType, key: &[u8]) -> Option<HeaderName> {
-    use MapType::*;
-    let stream_map = matches!(
-        map,
-        HttpRequestHeaders | HttpRequestTrailers | HttpResponseHeaders | HttpResponseTrailers
-    );
-    if !stream_map || key.starts_with(b":") {
+    if !is_stream_map(map) || key.starts_with(b":") {
         return None;
     }
     data.header_names.get(key)
+}
+
+/// Whether `map` is one of the stream's header maps (not a callout's).
+fn is_stream_map(map: MapType) -> bool {
+    use MapType::*;
+    matches!(
+        map,
+        HttpRequestHeaders | HttpRequestTrailers | HttpResponseHeaders | HttpResponseTrailers
+    )
 }
 
 /// `proxy_get_header_map_pairs`: the encoded map; empty (zero bytes) when the map has no pairs
@@ -350,10 +354,7 @@ enum Target<'a> {
 
 fn target(data: &mut HostData, map: MapType) -> Result<Target<'_>, Status> {
     use MapType::*;
-    if !matches!(
-        map,
-        HttpRequestHeaders | HttpRequestTrailers | HttpResponseHeaders | HttpResponseTrailers
-    ) {
+    if !is_stream_map(map) {
         return Err(Status::BadArgument);
     }
     let stream = data.current_stream().ok_or(Status::BadArgument)?;
