@@ -445,7 +445,6 @@ pub mod exports {
     /// `proxy_on_http_call_response`: the answer goes to the stream that sent the call.
     pub fn on_http_call_response<F: Filter>(
         all: &RefCell<Filters<F>>,
-
         _root: u32,
         token: u32,
         headers: usize,

@@ -33,7 +33,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::marker::PhantomData;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -205,7 +204,6 @@ pub struct Harness<F: Filter> {
     filters: RefCell<Filters<F>>,
     root: u32,
     next_context: Cell<u32>,
-    _filter: PhantomData<F>,
 }
 
 impl<F: Filter> Harness<F> {
@@ -235,7 +233,6 @@ impl<F: Filter> Harness<F> {
             filters: RefCell::new(Filters::new()),
             root: 1,
             next_context: Cell::new(2),
-            _filter: PhantomData,
         };
         let size = config.len();
         let configured = harness.call(1, |all| {
