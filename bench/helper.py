@@ -85,7 +85,7 @@ def parse_h2load(path):
     print(json.dumps(r))
 
 def record(parsed_path, target, tck, proxy_ticks, upstream_ticks, load_ticks, busy_ticks,
-           wall_ticks, ncpu, others):
+           wall_ticks, ncpu, others, proxy_user_ticks=None):
     r = json.load(open(parsed_path))
     tck = float(tck)
     req = r["requests"]
@@ -93,6 +93,11 @@ def record(parsed_path, target, tck, proxy_ticks, upstream_ticks, load_ticks, bu
     r["target"] = target
     r["cpu_seconds"] = int(proxy_ticks) / tck
     r["cpu_us_per_req"] = per_req(proxy_ticks)
+    # The same split into user space and the kernel (the split is the kernel's tick sampling,
+    # scaled to the exact total; over a run of seconds it is good to a few percent).
+    if proxy_user_ticks is not None:
+        r["user_us_per_req"] = per_req(proxy_user_ticks)
+        r["sys_us_per_req"] = per_req(int(proxy_ticks) - int(proxy_user_ticks))
     r["upstream_cpu_seconds"] = int(upstream_ticks) / tck
     r["upstream_cpu_us_per_req"] = per_req(upstream_ticks)
     r["loadgen_cpu_seconds"] = int(load_ticks) / tck
@@ -251,7 +256,7 @@ def report_filters(results_path, meta_path, out_path):
     idle = meta.get("idle_cpu_cores", {})      # target -> cores used with no load
     loads = list(dict.fromkeys(r["load"] for r in results))
     rounds = sorted({r["round"] for r in results})
-    keys = MEDIAN_KEYS + ("service_p99_us", "send_lag_p99_us")
+    keys = MEDIAN_KEYS + ("user_us_per_req", "sys_us_per_req", "service_p99_us", "send_lag_p99_us")
     lines = []
 
     def run(load, target, rnd):
@@ -268,7 +273,7 @@ def report_filters(results_path, meta_path, out_path):
         return None if r is None or r["flagged"] else r.get(key)
 
     head = (f"{'round':<5} {'load':<6} {'target':<12} {'req/s':>8} {'p50':>9} {'p99':>9} "
-            f"{'cpu_us/req':>10} {'ups_us/req':>10} {'other_cpu':>9}  errors")
+            f"{'cpu_us/req':>10} {'user':>7} {'sys':>7} {'ups_us/req':>10} {'other_cpu':>9}  errors")
     lines += [head, "-" * len(head)]
     for r in results:
         errs = ", ".join(f"{k}={v}" for k, v in r["errors"].items()) or "0"
@@ -276,8 +281,10 @@ def report_filters(results_path, meta_path, out_path):
             errs += "  <-- FLAGGED"
         lines.append(f"{r['round']:<5} {r['load']:<6} {r['target']:<12} {fmt(r['rps'], 0):>8} "
                      f"{fmt_us(r.get('p50_us')):>9} {fmt_us(r.get('p99_us')):>9} "
-                     f"{fmt(r['cpu_us_per_req']):>10} {fmt(r['upstream_cpu_us_per_req']):>10} "
+                     f"{fmt(r['cpu_us_per_req']):>10} {fmt(r.get('user_us_per_req')):>7} "
+                     f"{fmt(r.get('sys_us_per_req')):>7} {fmt(r['upstream_cpu_us_per_req']):>10} "
                      f"{fmt(r['other_busy_cores']):>9}  {errs}")
+    lines.append("user, sys: cpu_us/req split into user space and the kernel")
     lines.append("other_cpu: cores busy with processes other than load generator/upstream/proxy")
 
     medians, added, ratios = {}, {}, {}
@@ -287,8 +294,8 @@ def report_filters(results_path, meta_path, out_path):
                 f"the scheduled send" if load == "open" else
                 f"closed loop, wrk -c{meta['conns']}, as fast as it goes")
         lines += ["", f"== {load}: {what}; medians over {len(rounds)} round(s) =="]
-        lines.append(f"  {'target':<12} {'filters':>7} {'cpu_us/req':>10} {'p50':>9} {'p99':>9} "
-                     f"{'req/s':>8} {'idle_cpu':>8}")
+        lines.append(f"  {'target':<12} {'filters':>7} {'cpu_us/req':>10} {'user':>7} {'sys':>7} "
+                     f"{'p50':>9} {'p99':>9} {'req/s':>8} {'idle_cpu':>8}")
         medians[load] = {}
         for t in targets:
             runs = [r for r in results if r["load"] == load and r["target"] == t and not r["flagged"]]
@@ -296,6 +303,7 @@ def report_filters(results_path, meta_path, out_path):
             medians[load][t] = m
             n = counts.get(t)
             lines.append(f"  {t:<12} {'-' if n is None else n:>7} {fmt(m['cpu_us_per_req']):>10} "
+                         f"{fmt(m['user_us_per_req']):>7} {fmt(m['sys_us_per_req']):>7} "
                          f"{fmt_us(m['p50_us']):>9} {fmt_us(m['p99_us']):>9} {fmt(m['rps'], 0):>8} "
                          f"{fmt(idle.get(t), 3):>8}")
         lines.append("  idle_cpu: cores the target used over a few seconds with no load at all")
@@ -320,7 +328,7 @@ def report_filters(results_path, meta_path, out_path):
                 div = 1 if whole else n
                 budget = meta.get("target_cpu_us_builtins", 15) if whole else target_us
                 row = {}
-                for key, label in (("cpu_us_per_req", "cpu"), ("p50_us", "p50"), ("p99_us", "p99")):
+                for key in ("cpu_us_per_req", "user_us_per_req", "sys_us_per_req", "p50_us", "p99_us"):
                     def delta(rnd, key=key, t=t, div=div):
                         a, b = value(load, t, rnd, key), value(load, baseline, rnd, key)
                         return None if a is None or b is None else (a - b) / div
@@ -332,9 +340,10 @@ def report_filters(results_path, meta_path, out_path):
                 formula = (f"{t} - {baseline} (whole chain)" if whole else
                            f"({t} - {baseline}) / {n}" if n > 1 else f"{t} - {baseline}")
                 p50, p99 = row["p50_us"][0], row["p99_us"][0]
+                user, sys_ = row["user_us_per_req"][0], row["sys_us_per_req"][0]
                 lines.append(f"    {formula:<24} cpu {fmt(cpu)} us/req [{fmt(lo)}..{fmt(hi)}]  "
-                             f"{verdict} (target <= {budget} us)   p50 {fmt(p50, 1)} us  "
-                             f"p99 {fmt(p99, 1)} us")
+                             f"{verdict} (target <= {budget} us)   user {fmt(user)}  sys {fmt(sys_)}  "
+                             f"p50 {fmt(p50, 1)} us  p99 {fmt(p99, 1)} us")
 
         # weft ÷ nginx, within each round, then the median.
         ratios[load] = {}

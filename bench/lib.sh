@@ -90,7 +90,8 @@ proc_tree() {
     done
 }
 
-# utime+stime (fields 14 and 15 of /proc/PID/stat, clock ticks) summed over a process tree.
+# utime+stime (fields 14 and 15 of /proc/PID/stat, clock ticks) summed over a process tree;
+# with `user` as second argument, utime alone (the kernel's share is the difference).
 # The comm field may contain spaces, so fields are counted after its closing parenthesis.
 tree_ticks() {
     local total=0 pid stat rest
@@ -99,7 +100,11 @@ tree_ticks() {
         rest=${stat##*) }
         read -r -a f <<<"$rest"
         # rest starts at field 3: field N is f[N-3].
-        total=$((total + f[11] + f[12]))
+        if [[ ${2:-} == user ]]; then
+            total=$((total + f[11]))
+        else
+            total=$((total + f[11] + f[12]))
+        fi
     done
     echo "$total"
 }
@@ -404,9 +409,10 @@ measure() { # $1 = name, $2 = port, $3 = pid, $4 = parser, $5 = output file, $6.
 
     mapfile -t cmd < <(load_cmd "$port" "$DURATION")
     log "$name: ${cmd[*]}"
-    local others_before others_after p0 p1 u0 u1 l0 l1 b0 t0 b1 t1
+    local others_before others_after p0 p1 pu0 pu1 u0 u1 l0 l1 b0 t0 b1 t1
     others_before=$(concurrent_work)
     p0=$(tree_ticks "$pid")
+    pu0=$(tree_ticks "$pid" user)
     u0=$(tree_ticks "$UP_PID")
     children_ticks >"$TMP/l0"
     read -r b0 t0 < <(host_ticks)
@@ -414,6 +420,7 @@ measure() { # $1 = name, $2 = port, $3 = pid, $4 = parser, $5 = output file, $6.
     read -r b1 t1 < <(host_ticks)
     children_ticks >"$TMP/l1"
     p1=$(tree_ticks "$pid")
+    pu1=$(tree_ticks "$pid" user)
     u1=$(tree_ticks "$UP_PID")
     others_after=$(concurrent_work)
     l0=$(<"$TMP/l0")
@@ -424,7 +431,7 @@ measure() { # $1 = name, $2 = port, $3 = pid, $4 = parser, $5 = output file, $6.
     helper "$parser" "$out" >"$parsed"
     # For direct, the measured process is the upstream itself (cpu_us/req == upstream's).
     helper record "$parsed" "$name" "$CLK_TCK" "$((p1 - p0))" "$((u1 - u0))" "$((l1 - l0))" \
-        "$((b1 - b0))" "$((t1 - t0))" "$NCPU" "$others_before$others_after" |
+        "$((b1 - b0))" "$((t1 - t0))" "$NCPU" "$others_before$others_after" "$((pu1 - pu0))" |
         helper tag "$@" >>"$RESULTS"
     sed 's/^/    /' "$out" >&2
 }
