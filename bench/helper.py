@@ -8,7 +8,8 @@
 #   python3 bench/helper.py report RESULTS META OUT_JSON             (SCENARIO=proxy)
 #   python3 bench/helper.py report_filters RESULTS META OUT_JSON     (SCENARIO=filters)
 #   python3 bench/helper.py report_instructions RESULTS META OUT_JSON (bench/instructions.sh)
-import json, re, socket, sys
+#   python3 bench/helper.py split CALLGRIND_OUT PERF_MAP REPO_DIR    -> instructions by category
+import bisect, json, os, re, socket, sys
 
 def ports(n):
     socks = []
@@ -382,6 +383,47 @@ def report_filters(results_path, meta_path, out_path):
         json.dump(meta, f, indent=2)
         f.write("\n")
 
+def split_lines(results, lines):
+    """SPLIT=1: each target's instructions per request by category (load minus idle run), and
+    what the filters add in each category over the empty chain."""
+    for r in results:
+        load, idle = r["load"].get("split"), r["idle"].get("split")
+        requests = r["requests"]
+        r["split_per_request"] = ({k: (load[k] - idle[k]) / requests for k in SPLIT_CATEGORIES}
+                                  if load and idle and requests > 0 else None)
+    # nginx has no debug information to split by (and no guest).
+    rows = [r for r in results if r["split_per_request"] and r["target"] != "nginx"]
+    if not rows:
+        return
+    cols = "".join(f"{k:>11}" for k in SPLIT_CATEGORIES)
+    lines.append(f"where the instructions go, per request (SPLIT=1; guest = the plugins' own "
+                 f"JIT-compiled code):")
+    lines.append(f"  {'':<28}{cols}")
+    for r in rows:
+        lines.append(f"  {r['target']:<28}" + "".join(
+            f"{r['split_per_request'][k]:>11.0f}" for k in SPLIT_CATEGORIES))
+    base = next((r for r in rows if r["filters"] == 0 and not r["flagged"]), None)
+    if base is None:
+        return
+    lines.append(f"  added over {base['target']}:")
+    shortest = min((r for r in rows if r["filters"] and not r["flagged"]),
+                   key=lambda r: r["filters"], default=None)
+    for r in rows:
+        if r["flagged"] or r is base:
+            continue
+        n = r["filters"] or 1  # the builtins chain counts as a whole
+        label = f"({r['target']} - {base['target']}) / {n}" if n > 1 else f"{r['target']} - {base['target']}"
+        r["split_added"] = {k: (r["split_per_request"][k] - base["split_per_request"][k]) / n
+                            for k in SPLIT_CATEGORIES}
+        lines.append(f"  {label:<28}" + "".join(
+            f"{r['split_added'][k]:>11.0f}" for k in SPLIT_CATEGORIES))
+        if shortest is not None and r["filters"] and r["filters"] > shortest["filters"]:
+            m = r["filters"] - shortest["filters"]
+            label = f"({r['target']} - {shortest['target']}) / {m}"
+            lines.append(f"  {label:<28}" + "".join(
+                f"{(r['split_per_request'][k] - shortest['split_per_request'][k]) / m:>11.0f}"
+                for k in SPLIT_CATEGORIES))
+
 def report_instructions(results_path, meta_path, out_path):
     """bench/instructions.sh: instructions per request under callgrind, load run minus idle run."""
     results = [json.loads(l) for l in open(results_path) if l.strip()]
@@ -469,6 +511,7 @@ def report_instructions(results_path, meta_path, out_path):
                              f"= {fmt(ratio(per), 3)}x nginx's per-request total (one more filter "
                              f"in a non-empty chain)")
         meta["added_per_filter"] = added
+    split_lines(results, lines)
     flagged = [r["target"] for r in results if r["flagged"]]
     if flagged:
         lines.append(f"WARNING: runs with errors: {', '.join(flagged)} (see the JSON)")
@@ -479,6 +522,113 @@ def report_instructions(results_path, meta_path, out_path):
         f.write("\n")
     print(f"results: {out_path}")
 
+
+# Where the instructions of a callgrind profile go (bench/instructions.sh with SPLIT=1):
+# - guest: the plugins' own code, JIT-compiled (named by wasmtime's perf map);
+# - wasmtime: its trampolines (JIT) and its runtime's code, wherever inlined (by source file);
+# - weft: code from this repository's sources, wherever inlined;
+# - libraries: other crates (tokio, hyper, http, bytes, hashbrown, prometheus...);
+# - libc+alloc: libc (memcpy, ...) and the allocator (mimalloc).
+# Code of Rust's standard library counts for the crate of the function it was inlined into.
+SPLIT_CATEGORIES = ("guest", "wasmtime", "weft", "libraries", "libc+alloc")
+WASMTIME_SOURCE = re.compile(r"/(wasmtime|cranelift|pulley|wasmtime-internal)[-_][^/]*/")
+
+def callgrind_split(path, perfmap_path, repo_dir):
+    """Instructions per category (SPLIT_CATEGORIES) of a `callgrind --dump-instr=yes` profile,
+    exclusive: the inclusive cost lines of calls are skipped."""
+    jit = []
+    if perfmap_path and os.path.exists(perfmap_path):
+        for line in open(perfmap_path):
+            parts = line.rstrip("\n").split(" ", 2)
+            if len(parts) == 3:
+                jit.append((int(parts[0], 16), int(parts[1], 16), parts[2]))
+    jit.sort()
+    jit_starts = [start for start, _, _ in jit]
+    repo = repo_dir.rstrip("/") + "/"
+
+    def crate(fn):
+        m = re.match(r"[<&*]*(?:(?:dyn|mut|const) )*([A-Za-z_][A-Za-z0-9_]*)::", fn or "")
+        return m.group(1) if m else ""
+
+    def by_crate(fn):
+        c = crate(fn)
+        if not c:
+            return "libc+alloc"
+        if c.startswith("weft"):
+            return "weft"
+        if c.startswith(("wasmtime", "cranelift")):
+            return "wasmtime"
+        return "libraries"
+
+    def by_source(fn, source):
+        if source is None or source == "???":
+            return None  # JIT code, or a binary without debug info: decided per address
+        if WASMTIME_SOURCE.search(source):
+            return "wasmtime"
+        if source.startswith(repo):
+            return "weft"
+        if source.startswith("/rustc/") or "/rustlib/" in source:
+            return by_crate(fn)
+        if "mimalloc" in source:
+            return "libc+alloc"
+        if "/.cargo/registry/" in source or "/rust/deps/" in source:
+            return "libraries"
+        return "libc+alloc"
+
+    def by_address(fn, addr):
+        i = bisect.bisect_right(jit_starts, addr) - 1
+        if i >= 0 and addr < jit[i][0] + jit[i][1]:
+            return "wasmtime" if "trampoline" in jit[i][2] else "guest"
+        return by_crate(fn)
+
+    names = {}
+
+    def name(kind, value):
+        m = re.match(r"\((\d+)\)(?: (.*))?", value)
+        if not m:
+            return value
+        if m.group(2):
+            names[(kind, m.group(1))] = m.group(2)
+        return names.get((kind, m.group(1)), "?")
+
+    totals = dict.fromkeys(SPLIT_CATEGORIES, 0)
+    known = {}
+    fn = file = source = None
+    addr, in_call = 0, False
+    for line in open(path):
+        head = line[:1]
+        if head in "0123456789+-*":
+            parts = line.split()
+            a = parts[0]
+            if a.startswith("0x"):
+                addr = int(a, 16)
+            elif a[0] == "+":
+                addr += int(a[1:])
+            elif a[0] == "-":
+                addr -= int(a[1:])
+            if in_call:
+                in_call = False
+                continue
+            if len(parts) < 3:
+                continue
+            key = (fn, source)
+            if key not in known:
+                known[key] = by_source(fn, source)
+            category = known[key] or by_address(fn, addr)
+            totals[category] += int(parts[-1])
+        elif line.startswith("fn="):
+            fn, source = name("fn", line[3:].strip()), file
+        elif line.startswith("fl="):
+            file = source = name("fl", line[3:].strip())
+        elif line.startswith(("fi=", "fe=")):
+            source = name("fl", line[3:].strip())
+        elif line.startswith("cfn="):
+            name("fn", line[4:].strip())
+        elif line.startswith(("cfi=", "cfl=")):
+            name("fl", line[4:].strip())
+        elif line.startswith("calls="):
+            in_call = True
+    return totals
 
 def callgrind_instructions(path):
     """Ir per (function, instruction address) of a `callgrind --dump-instr=yes` profile,
@@ -572,4 +722,5 @@ if __name__ == "__main__":
      "record": lambda: record(*args), "tag": lambda: tag(*args),
      "report": lambda: report(*args), "report_filters": lambda: report_filters(*args),
      "report_instructions": lambda: report_instructions(*args),
-     "footprint": lambda: footprint(*args)}[cmd]()
+     "footprint": lambda: footprint(*args),
+     "split": lambda: print(json.dumps(callgrind_split(*args)))}[cmd]()

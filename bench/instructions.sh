@@ -13,7 +13,10 @@
 #      runs), CONNS (8, wrk -c), FILTERS (filter counts, or `none`; empty: the default mode),
 #      WASM_INSTANCES (12: weft --wasm-instances; each reserves 4 GiB of address space, and
 #      valgrind maps about 50 GiB),
-#      WASM_TARGET (wasm32-wasip1), WEFT_BIN, PASSTHROUGH_WASM (skip the builds), KEEP_TMP=1.
+#      WASM_TARGET (wasm32-wasip1), WEFT_BIN, PASSTHROUGH_WASM (skip the builds), KEEP_TMP=1,
+#      PLUGIN_DEADLINE (5s: the Plugins' guest-call deadline under valgrind),
+#      SPLIT (1: also split each target's instructions into the plugins' own code, wasmtime,
+#      weft, other crates and libc+allocator; callgrind then records every instruction).
 set -euo pipefail
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
@@ -21,6 +24,9 @@ CONNS=${CONNS:-8}
 FILTERS=${FILTERS:-}
 WASM_INSTANCES=${WASM_INSTANCES:-12}
 WASM_TARGET=${WASM_TARGET:-wasm32-wasip1}
+SPLIT=${SPLIT:-0}
+# Under valgrind guests run ~50× slower: the Plugins get a deadline to match (bench/lib.sh).
+export PLUGIN_DEADLINE=${PLUGIN_DEADLINE:-5s}
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=bench/lib.sh
@@ -30,6 +36,7 @@ require_positive DURATION WARMUP CONNS WASM_INSTANCES
 for n in $FILTERS; do
     [[ $n =~ ^([0-9]+|none|builtins)$ ]] || die "FILTERS lists filter counts, 'none' or 'builtins' (got '$n')"
 done
+[[ $SPLIT == 0 || $SPLIT == 1 ]] || die "SPLIT must be 0 or 1 (got '$SPLIT')"
 case "$WASM_TARGET" in wasm32-wasip1 | wasm32-unknown-unknown) ;;
     *) die "WASM_TARGET must be wasm32-wasip1 or wasm32-unknown-unknown" ;; esac
 require_tools valgrind wrk curl python3 "$NGINX"
@@ -78,12 +85,16 @@ metric_sum() { # $1 = admin port, $2 = metric name
 # (instance pool growth, upstream connections) are left out. The load run minus the idle run is
 # DURATION s of load: background timers and shutdown cancel out.
 # Sets RUN_REQUESTS (the load run's wrk requests), RUN_INSTR, RUN_CALLS (weft_plugin_calls_total
-# growth after the warm-up) and RUN_FAILURES (weft_plugin_failures_total at the end).
+# growth after the warm-up) and RUN_FAILURES (weft_plugin_failures_total at the end). With
+# SPLIT=1 it also writes $TMP/NAME/MODE.split.json: the run's instructions by category
+# (`helper.py split`; weft names the guests' JIT code in /tmp/perf-PID.map for it).
 callgrind_run() { # $1 = name, $2 = load|idle, $3 = admin port or "", $4... = command
     local name=$1 mode=$2 admin=$3 out="$TMP/$1/$2"
     shift 3
-    valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file="$out.callgrind" \
-        "$@" >"$out.log" 2>&1 &
+    local -a detail=()
+    [[ $SPLIT == 0 ]] || detail=(--dump-instr=yes)
+    WEFT_WASM_PERFMAP=$SPLIT valgrind --tool=callgrind --smc-check=all-non-file "${detail[@]}" \
+        --callgrind-out-file="$out.callgrind" "$@" >"$out.log" 2>&1 &
     local pid=$! ready=0 calls0=0 calls1=0 w=0
     PIDS+=("$pid")
     for _ in $(seq 600); do # up to 2 minutes: weft compiles the module under valgrind
@@ -137,6 +148,13 @@ callgrind_run() { # $1 = name, $2 = load|idle, $3 = admin port or "", $4... = co
         RUN_REQUESTS=${w:-0}
     fi
     RUN_CALLS=$((calls1 - calls0))
+    if [[ $SPLIT == 1 ]]; then
+        if [[ -f /tmp/perf-$pid.map ]]; then
+            mv "/tmp/perf-$pid.map" "$out.perfmap"
+        fi
+        helper split "$out.callgrind" "$out.perfmap" "$REPO_DIR" >"$out.split.json" ||
+            die "$name: cannot split $out.callgrind"
+    fi
 }
 
 # Both runs of one target; appends one JSON record to RESULTS.
@@ -154,13 +172,15 @@ measure_target() { # $1 = name, $2 = filter count or "", $3 = admin port or "", 
     fi
     [[ -z $admin ]] || warn=$(cat "$TMP/$name"/*.log | grep -cE '\b(WARN|ERROR)\b' || true)
     helper wrk "$TMP/$name/load.wrk" >"$TMP/$name/load.wrk.json"
-    python3 - "$TMP/$name/load.wrk.json" >>"$RESULTS" <<PY
-import json, sys
+    python3 - "$TMP/$name/load.wrk.json" "$TMP/$name" >>"$RESULTS" <<PY
+import json, os, sys
 wrk = json.load(open(sys.argv[1]))
+split = lambda mode: (json.load(open(f"{sys.argv[2]}/{mode}.split.json"))
+                      if os.path.exists(f"{sys.argv[2]}/{mode}.split.json") else None)
 print(json.dumps({
     "target": "$name", "filters": json.loads("$fjson"),
-    "idle": {"requests": $ni, "instructions": $ii, "plugin_calls": $ci},
-    "load": {"requests": $nl, "instructions": $il, "plugin_calls": $cl},
+    "idle": {"requests": $ni, "instructions": $ii, "plugin_calls": $ci, "split": split("idle")},
+    "load": {"requests": $nl, "instructions": $il, "plugin_calls": $cl, "split": split("load")},
     "plugin_failures": $fl, "log_warnings_or_errors": $warn, "wrk": wrk,
 }))
 PY
@@ -196,7 +216,8 @@ meta = {
     "duration_s": $DURATION, "warmup_s": $WARMUP, "conns": $CONNS,
     "load": "wrk -t1 -c$CONNS -d${DURATION}s (after a ${WARMUP}s warm-up in both runs)",
     "valgrind": run("valgrind", "--version"),
-    "valgrind_args": "--tool=callgrind --smc-check=all-non-file",
+    "valgrind_args": "--tool=callgrind --smc-check=all-non-file" + (" --dump-instr=yes" if $SPLIT else ""),
+    "split": bool($SPLIT),
     "weft": {"binary": "$WEFT_BIN", "git_rev": run("git", "-C", "$REPO_DIR", "rev-parse", "HEAD"),
              "git_dirty": bool(run("git", "-C", "$REPO_DIR", "status", "--porcelain")),
              "tokio_worker_threads": 1, "wasm_instances": $WASM_INSTANCES},

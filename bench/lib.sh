@@ -171,11 +171,19 @@ build_passthrough() {
 BENCH_JWT_SECRET=weft-bench-secret-of-at-least-32-bytes
 BENCH_JWT_ISSUER=https://bench.weft.example
 BENCH_JWT_AUDIENCE=bench
+# The Plugins' guest-call deadline: the default (100ms), or PLUGIN_DEADLINE when set
+# (bench/instructions.sh: under valgrind a guest runs ~50× slower, and a first call, whose code
+# valgrind translates then, can take longer than 100ms).
+plugin_deadline() {
+    [[ -z ${PLUGIN_DEADLINE:-} ]] || printf ', deadline: %s' "$PLUGIN_DEADLINE"
+}
+
 builtins_config() { # $1 = port, $2 = upstream port
     local i p
     printf 'apiVersion: weft/v1\nkind: Cluster\nmetadata: {name: upstream}\nspec:\n  endpoints: ["127.0.0.1:%s"]\n' "$2"
     for p in telemetry auth ratelimit fault router; do
-        printf -- '---\napiVersion: weft/v1\nkind: Plugin\nmetadata: {name: %s}\nspec: {url: "builtin://%s"}\n' "$p" "$p"
+        printf -- '---\napiVersion: weft/v1\nkind: Plugin\nmetadata: {name: %s}\nspec: {url: "builtin://%s"%s}\n' \
+            "$p" "$p" "$(plugin_deadline)"
     done
     cat <<YAML
 ---
@@ -251,7 +259,7 @@ EOF
 apiVersion: weft/v1
 kind: Plugin
 metadata: {name: passthrough}
-spec: {url: "file://$4"}
+spec: {url: "file://$4"$(plugin_deadline)}
 EOF
         fi
         printf -- '---\napiVersion: weft/v1\nkind: FilterChain\nmetadata: {name: bench}\nspec:\n'
