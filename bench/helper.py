@@ -523,6 +523,17 @@ def report_instructions(results_path, meta_path, out_path):
     print(f"results: {out_path}")
 
 
+def cost_line_address(position, addr):
+    """The instruction address of a callgrind cost line (`--dump-instr=yes`): its first
+    position, absolute (`0x...`) or relative to the previous line's (`+N`, `-N`, `*`)."""
+    if position.startswith("0x"):
+        return int(position, 16)
+    if position[0] == "+":
+        return addr + int(position[1:])
+    if position[0] == "-":
+        return addr - int(position[1:])
+    return addr
+
 # Where the instructions of a callgrind profile go (bench/instructions.sh with SPLIT=1):
 # - guest: the plugins' own code, JIT-compiled (named by wasmtime's perf map);
 # - wasmtime: its trampolines (JIT) and its runtime's code, wherever inlined (by source file);
@@ -599,13 +610,7 @@ def callgrind_split(path, perfmap_path, repo_dir):
         head = line[:1]
         if head in "0123456789+-*":
             parts = line.split()
-            a = parts[0]
-            if a.startswith("0x"):
-                addr = int(a, 16)
-            elif a[0] == "+":
-                addr += int(a[1:])
-            elif a[0] == "-":
-                addr -= int(a[1:])
+            addr = cost_line_address(parts[0], addr)
             if in_call:
                 in_call = False
                 continue
@@ -653,13 +658,7 @@ def callgrind_instructions(path):
             in_call = True
         elif line[:1] in "0123456789+-*":
             parts = line.split()
-            a = parts[0]
-            if a.startswith("0x"):
-                addr = int(a, 16)
-            elif a[0] == "+":
-                addr += int(a[1:])
-            elif a[0] == "-":
-                addr -= int(a[1:])
+            addr = cost_line_address(parts[0], addr)
             if in_call:
                 in_call = False
                 continue
