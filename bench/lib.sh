@@ -90,23 +90,27 @@ proc_tree() {
     done
 }
 
-# utime+stime (fields 14 and 15 of /proc/PID/stat, clock ticks) summed over a process tree;
-# with `user` as second argument, utime alone (the kernel's share is the difference).
-# The comm field may contain spaces, so fields are counted after its closing parenthesis.
+# utime+stime (fields 14 and 15 of /proc/PID/stat, clock ticks) summed over a process tree.
 tree_ticks() {
-    local total=0 pid stat rest
+    local total _user
+    read -r total _user < <(tree_ticks_split "$1")
+    echo "$total"
+}
+
+# The same, and utime alone, from one read: "TOTAL USER" (the kernel's share is the
+# difference). The comm field may contain spaces, so fields are counted after its closing
+# parenthesis.
+tree_ticks_split() {
+    local total=0 user=0 pid stat rest
     for pid in $(proc_tree "$1"); do
         read -r stat 2>/dev/null <"/proc/$pid/stat" || continue
         rest=${stat##*) }
         read -r -a f <<<"$rest"
         # rest starts at field 3: field N is f[N-3].
-        if [[ ${2:-} == user ]]; then
-            total=$((total + f[11]))
-        else
-            total=$((total + f[11] + f[12]))
-        fi
+        total=$((total + f[11] + f[12]))
+        user=$((user + f[11]))
     done
-    echo "$total"
+    echo "$total $user"
 }
 
 # Busy and total ticks of the whole host (first line of /proc/stat; iowait counts as idle).
@@ -419,16 +423,14 @@ measure() { # $1 = name, $2 = port, $3 = pid, $4 = parser, $5 = output file, $6.
     log "$name: ${cmd[*]}"
     local others_before others_after p0 p1 pu0 pu1 u0 u1 l0 l1 b0 t0 b1 t1
     others_before=$(concurrent_work)
-    p0=$(tree_ticks "$pid")
-    pu0=$(tree_ticks "$pid" user)
+    read -r p0 pu0 < <(tree_ticks_split "$pid")
     u0=$(tree_ticks "$UP_PID")
     children_ticks >"$TMP/l0"
     read -r b0 t0 < <(host_ticks)
     run_load "$out" "${cmd[@]}" || log "$name: ${cmd[0]} exited with $?"
     read -r b1 t1 < <(host_ticks)
     children_ticks >"$TMP/l1"
-    p1=$(tree_ticks "$pid")
-    pu1=$(tree_ticks "$pid" user)
+    read -r p1 pu1 < <(tree_ticks_split "$pid")
     u1=$(tree_ticks "$UP_PID")
     others_after=$(concurrent_work)
     l0=$(<"$TMP/l0")
