@@ -210,9 +210,10 @@ impl View<'_> {
 }
 
 impl View<'_> {
-    /// Calls `f` with each value of the lowercase `key` (`name`, when it is a header name),
-    /// in the order [`View::pairs`] has them, looking the key up instead of going through
-    /// every pair.
+    /// Calls `f` with each value of `key` as [`canonical`] leaves it (`name`, when it is a
+    /// header name; a pseudo-header lowercase; any case for the callout maps, matched without
+    /// regard to case), in the order [`View::pairs`] has them, looking the key up instead of
+    /// going through every pair.
     fn each_value(&self, key: &[u8], name: Option<&HeaderName>, mut f: impl FnMut(&[u8])) {
         let fields = match self {
             View::Request(stream) => {
